@@ -1,0 +1,155 @@
+"""Section 4: market-wage sources and the wage indexer, two updates worked by hand each."""
+
+import pickle
+
+import pytest
+
+from v2p.economics import ConstantWage, CSVWage, LinearDriftWage, WageIndexer
+
+
+def run_shifts(indexer: WageIndexer, n: int) -> list[float]:
+    return [indexer.on_shift_end() for _ in range(n)]
+
+
+def test_constant_source_with_inflation_two_updates():
+    indexer = WageIndexer(ConstantWage(20.0), w_h_init=18.0, alpha=0.1, update_every=3)
+    w = run_shifts(indexer, 6)
+    # Shifts 1, 2: no update yet.
+    assert w[:2] == [18.0, 18.0]
+    # Shift 3, update 0: (0.1 * 20 + 0.9 * 18) / 1.02 = 18.2 / 1.02 = 17.843137...
+    first = 18.2 / 1.02
+    assert w[2] == pytest.approx(17.843137, abs=1e-6) and w[2] == pytest.approx(first)
+    assert w[3:5] == [w[2], w[2]]
+    # Shift 6, update 1: (2 + 0.9 * 17.843137) / 1.02 = 18.058824 / 1.02 = 17.704729
+    assert w[5] == pytest.approx(17.704729, abs=1e-6)
+    assert indexer.w_h == w[5]
+    assert indexer.update_index == 2 and indexer.shift_count == 6
+
+
+def test_linear_drift_source_without_inflation_two_updates():
+    source = LinearDriftWage(start=18.0, drift_per_update=1.0)
+    assert [source.wage(k) for k in range(3)] == [18.0, 19.0, 20.0]
+    indexer = WageIndexer(source, w_h_init=18.0, alpha=0.1, inflation_adj=False, update_every=2)
+    w = run_shifts(indexer, 4)
+    # Update 0 reads 18: 0.1 * 18 + 0.9 * 18 = 18. Update 1 reads 19: 1.9 + 16.2 = 18.1.
+    assert w == pytest.approx([18.0, 18.0, 18.0, 18.1])
+
+
+def test_linear_drift_that_turns_the_wage_non_positive_raises():
+    source = LinearDriftWage(start=1.0, drift_per_update=-0.5)
+    assert source.wage(1) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="must stay > 0"):
+        source.wage(2)
+
+
+def test_indexer_with_defaults_updates_every_100_shifts():
+    indexer = WageIndexer(ConstantWage())
+    w = run_shifts(indexer, 100)
+    assert w[98] == 18.0
+    # Defaults: (0.1 * 18 + 0.9 * 18) / 1.02 = 17.647059
+    assert w[99] == pytest.approx(18.0 / 1.02)
+
+
+def test_inflation_is_applied_per_update_and_settles_below_the_market_wage():
+    # Fixed point of the section-4 formula: w = alpha * m / (alpha + inflation) = 1.8 / 0.12.
+    indexer = WageIndexer(ConstantWage(18.0), update_every=1)
+    run_shifts(indexer, 2000)
+    assert indexer.w_h == pytest.approx(15.0, rel=1e-9)
+
+
+def write_csv(path, text):
+    path.write_text(text)
+    return path
+
+
+def test_csv_source_by_row_then_holds_the_last_row(tmp_path):
+    path = write_csv(
+        tmp_path / "wages.csv", "date,wage,note\n2024-01-01,20.0,a\n2024-02-01,22.0,b\n"
+    )
+    source = CSVWage(path)
+    assert [source.wage(k) for k in range(4)] == [20.0, 22.0, 22.0, 22.0]
+    assert [d.isoformat() for d in source.dates] == ["2024-01-01", "2024-02-01"]
+    indexer = WageIndexer(source, w_h_init=18.0, alpha=0.1, inflation_adj=False, update_every=1)
+    # 0.1*20 + 0.9*18 = 18.2; 0.1*22 + 0.9*18.2 = 18.58; 0.1*22 + 0.9*18.58 = 18.922 (held row)
+    assert run_shifts(indexer, 3) == pytest.approx([18.2, 18.58, 18.922])
+
+
+def test_csv_source_with_custom_columns(tmp_path):
+    path = write_csv(tmp_path / "w.csv", "month,usd_per_hr\n2023-12-31,17.5\n")
+    assert CSVWage(path, date_column="month", wage_column="usd_per_hr").wage(0) == 17.5
+
+
+def test_csv_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"nope\.csv"):
+        CSVWage(tmp_path / "nope.csv")
+
+
+@pytest.mark.parametrize(
+    ("text", "pattern"),
+    [
+        ("day,wage\n2024-01-01,20\n", r"no column 'date'"),
+        ("date,pay\n2024-01-01,20\n", r"no column 'wage'"),
+        ("date,wage\n2024-01-01,20\n2024-13-01,21\n", r"row 2 \(line 3\): date '2024-13-01'"),
+        ("date,wage\n2024-01-01,twenty\n", r"row 1 \(line 2\): wage 'twenty' is not a number"),
+        ("date,wage\n2024-01-01,20\n2024-02-01,0\n", r"row 2 \(line 3\): wage must be .*> 0"),
+        ("date,wage\n2024-01-01,-3\n", r"row 1 \(line 2\): wage must be .*got -3\.0"),
+        ("date,wage\n2024-01-01,nan\n", r"row 1 \(line 2\): wage must be finite"),
+        ("date,wage\n2024-01-01,\n", r"row 1 \(line 2\): wage '' is not a number"),
+        ("date,wage\n2024-02-01,20\n2024-01-01,21\n", r"row 2 .*not after .*strictly increasing"),
+        ("date,wage\n2024-02-01,20\n2024-02-01,21\n", r"row 2 .*strictly increasing"),
+        ("date,wage\n", r"no data rows"),
+        ("", r"no column 'date'"),
+    ],
+)
+def test_bad_csv_raises_naming_file_row_and_value(tmp_path, text, pattern):
+    path = write_csv(tmp_path / "bad.csv", text)
+    with pytest.raises(ValueError, match=pattern) as info:
+        CSVWage(path)
+    assert "bad.csv" in str(info.value)
+
+
+def test_indexer_state_round_trip_resumes_exactly():
+    source = LinearDriftWage(start=18.0, drift_per_update=0.5)
+    original = WageIndexer(source, update_every=4)
+    run_shifts(original, 10)
+    state = pickle.loads(pickle.dumps(original.state_dict()))
+    assert state == {"shift_count": 10, "update_index": 2, "w_h": original.w_h}
+    resumed = WageIndexer(source, update_every=4)
+    resumed.load_state_dict(state)
+    assert run_shifts(resumed, 9) == run_shifts(original, 9)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"w_h_init": -1.0}, "w_h_init"),
+        ({"alpha": 1.5}, "alpha"),
+        ({"inflation": -0.01}, "inflation"),
+        ({"inflation": float("nan")}, "inflation"),
+        ({"update_every": 0}, "update_every"),
+        ({"update_every": 2.5}, "update_every"),
+    ],
+)
+def test_indexer_rejects_bad_settings(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        WageIndexer(ConstantWage(), **kwargs)
+
+
+def test_sources_reject_bad_wages_and_indices():
+    with pytest.raises(ValueError, match="wage"):
+        ConstantWage(0.0)
+    with pytest.raises(ValueError, match="start"):
+        LinearDriftWage(start=float("inf"))
+    with pytest.raises(ValueError, match="update_index"):
+        ConstantWage().wage(-1)
+
+
+def test_indexer_rejects_a_bad_value_from_a_user_source():
+    class Broken:
+        def wage(self, update_index: int) -> float:
+            return float("nan")
+
+    indexer = WageIndexer(Broken(), update_every=1)
+    with pytest.raises(ValueError, match="market_wage"):
+        indexer.on_shift_end()
+    assert indexer.shift_count == 0 and indexer.w_h == 18.0

@@ -1,0 +1,410 @@
+"""The economics ledger: one accounted row per finished shift (ECONOMICS.md section 10).
+
+:class:`ShiftAccountant` turns a finished shift's counts and prices into a :class:`LedgerRow`
+with the formulas of sections 1, 4, 5 and 6 (each computed by the :mod:`v2p.economics` function
+that owns it), and :class:`LedgerWriter` appends the rows to a CSV file that a resumed run can
+cut back to the rows its checkpoint accounted for. Pure python and numpy: no torch, no Lightning.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from v2p.economics._validate import check_int, check_scalar
+from v2p.economics.labor import error_rate, implied_wage, mpl, profit_rate
+from v2p.economics.spread import (
+    allocate_spread,
+    consumer_surplus,
+    customer_cost,
+    deflation_ratio,
+)
+from v2p.economics.wages import WageIndexer
+
+if TYPE_CHECKING:
+    # Annotation only: importing v2p.data at run time would pull torch into the economics.
+    from v2p.data.episodes import ShiftCounts
+
+LEDGER_COLUMNS: tuple[str, ...] = (
+    "episode",
+    "global_step",
+    "source",
+    "hours",
+    "completed",
+    "attempts",
+    "errors",
+    "mp_r",
+    "err_rate",
+    "err_target",
+    "w_hat_r",
+    "w_h",
+    "wage_parity",
+    "prod_parity",
+    "profit",
+    "lambda",
+    "delta_mpl_total",
+    "delta_mpl_cust",
+    "novelty",
+    "s_cust",
+    "s_plat",
+    "spread",
+    "spread_value",
+    "rebate",
+    "captured",
+    "customer_cost",
+    "consumer_surplus",
+    "deflation_ratio",
+    "data_price",
+)
+"""The ledger's columns, in the order of ECONOMICS.md section 10."""
+
+
+class LedgerRow(NamedTuple):
+    """One finished shift as accounted; fields in :data:`LEDGER_COLUMNS` order.
+
+    The ``lambda`` column is the field ``lam``: ``lambda`` is a python keyword and cannot name a
+    field. :meth:`columns` maps fields to the column names. ``None`` (an empty cell) means "not
+    measured yet"; it is never replaced by a made-up number.
+    """
+
+    episode: int  # running index of accounted shifts
+    global_step: int  # trainer.global_step when the shift was accounted
+    source: str  # data source of the env that ran the shift
+    hours: float  # H [hr]
+    completed: int
+    attempts: int
+    errors: int
+    mp_r: float  # MP_r [units/hr]
+    err_rate: float  # err [fraction]
+    err_target: float  # e* in force for the shift
+    w_hat_r: float  # robot implied wage w_r [$/hr]
+    w_h: float  # human wage benchmark at the end of the shift [$/hr]
+    wage_parity: float  # w_r / w_h
+    prod_parity: float  # MP_r / MP_h
+    profit: float  # w_r - c_e [$/hr]
+    lam: float  # Lagrange multiplier of the service level (column "lambda")
+    delta_mpl_total: float  # change of the smoothed MPL over this shift [units/hr]
+    delta_mpl_cust: float | None  # part of it attributed to customer data (section 7)
+    novelty: float | None  # novelty of the shift's data (section 7)
+    s_cust: float
+    s_plat: float
+    spread: float  # [$/hr]
+    spread_value: float  # [$]
+    rebate: float  # [$]
+    captured: float  # [$]
+    customer_cost: float  # [$/hr]
+    consumer_surplus: float  # [$/hr]
+    deflation_ratio: float  # rho = cost / w_h
+    data_price: float | None  # non-sharing premium quoted for the shift's data [$]
+
+    def columns(self) -> dict[str, int | float | str | None]:
+        """The row keyed by ledger column name (``lam`` under ``"lambda"``)."""
+        return dict(zip(LEDGER_COLUMNS, self, strict=True))
+
+
+class ShiftLabor(NamedTuple):
+    """The section-1 labor quantities of one shift, from its counts and prices alone."""
+
+    mp_r: float  # [units/hr]
+    err_rate: float  # [fraction]
+    w_hat_r: float  # [$/hr]
+    profit: float  # [$/hr]
+    prod_parity: float  # MP_r / MP_h
+
+
+def shift_labor(shift: ShiftCounts) -> ShiftLabor:
+    """Section 1 for one shift: ``MP_r``, ``err``, ``w_r``, profit and productivity parity."""
+    human_mp = check_scalar("shift.human_mp", shift.human_mp, gt=0)
+    mp_r = float(mpl(shift.completed, shift.hours))
+    err = float(error_rate(shift.errors, shift.attempts))
+    w_r = float(implied_wage(mp_r, err, shift.price_per_unit, shift.damage_cost))
+    profit = float(profit_rate(w_r, shift.energy_cost))
+    return ShiftLabor(mp_r, err, w_r, profit, mp_r / human_mp)
+
+
+class Parities(NamedTuple):
+    """Productivity and wage parity of a shift measured against the current benchmark."""
+
+    prod_parity: float  # MP_r / MP_h
+    wage_parity: float  # w_r / w_h
+
+
+class ShiftAccountant:
+    """Accounts finished shifts into :class:`LedgerRow`s (sections 1, 4, 5, 6 and 10).
+
+    Args:
+        wage_indexer: the human wage benchmark; advanced once per accounted shift. Its ``w_h``
+            must be > 0 (the deflation ratio divides by it).
+        mpl_smoothing: weight of the newest shift in the EMA of ``MP_r`` whose change is
+            ``delta_mpl_total``, in (0, 1].
+        eps_parity: no spread unless ``w_r / w_h > 1 + eps_parity`` (section 5).
+        base_fee: added to the customer's cost [$/hr] (section 6).
+        floor_margin: lower bound on the customer's raw cost [$/hr] (section 6).
+
+    A row shows ``w_h`` *after* the shift's indexer update: the wage in force at the end of the
+    shift, which is also the wage its spread and pricing are computed against. A shift that
+    completes an update period is therefore priced at the new benchmark.
+
+    ``delta_mpl_total`` is the change of an EMA of ``MP_r``, not of the raw per-shift value:
+    ``completed`` is a sum of Poisson attempts less binomial errors, so consecutive shifts of an
+    unchanged policy differ by several units/hr, and their raw difference would mostly be noise
+    (section 7 asks for a smoothed MPL). The first shift seeds the EMA with its own ``MP_r`` and
+    has ``delta_mpl_total = 0``.
+    """
+
+    def __init__(
+        self,
+        wage_indexer: WageIndexer,
+        mpl_smoothing: float = 0.05,
+        eps_parity: float = 0.05,
+        base_fee: float = 0.0,
+        floor_margin: float = 0.0,
+    ) -> None:
+        check_scalar("wage_indexer.w_h", wage_indexer.w_h, gt=0)
+        self._indexer = wage_indexer
+        self._mpl_smoothing = check_scalar("mpl_smoothing", mpl_smoothing, gt=0, le=1)
+        self._eps_parity = check_scalar("eps_parity", eps_parity, ge=0)
+        self._base_fee = check_scalar("base_fee", base_fee, ge=0)
+        self._floor_margin = check_scalar("floor_margin", floor_margin, ge=0)
+        self._mpl_ema: float | None = None  # None until the first shift
+
+    @property
+    def w_h(self) -> float:
+        """The human wage benchmark now in force [$/hr]."""
+        return self._indexer.w_h
+
+    @property
+    def mpl_ema(self) -> float | None:
+        """The smoothed ``MP_r`` [units/hr], or None before the first shift."""
+        return self._mpl_ema
+
+    def parities(self, shift: ShiftCounts) -> Parities:
+        """Parities of a shift against the current ``w_h``, without accounting it.
+
+        For evaluation episodes: they measure the policy but are not shifts worked for a
+        customer, so they neither advance the wage indexer nor enter the MPL EMA.
+        """
+        labor = shift_labor(shift)
+        return Parities(labor.prod_parity, labor.w_hat_r / self.w_h)
+
+    def account(
+        self,
+        shift: ShiftCounts,
+        *,
+        episode: int,
+        global_step: int,
+        source: str,
+        err_target: float,
+        lam: float,
+        delta_mpl_cust: float | None = None,
+        novelty: float | None = None,
+        data_price: float | None = None,
+    ) -> LedgerRow:
+        """Account one finished shift: advance the wage indexer and the MPL EMA, return its row.
+
+        Every input is checked before any state changes, so a bad one raises ``ValueError``
+        (naming it) and leaves the accountant as it was.
+        """
+        episode = check_int("episode", episode, ge=0)
+        global_step = check_int("global_step", global_step, ge=0)
+        if not isinstance(source, str):
+            raise ValueError(f"source must be a str, got {source!r}")
+        err_target = check_scalar("err_target", err_target, ge=0, le=1)
+        lam = check_scalar("lam", lam, ge=0)
+        if delta_mpl_cust is not None:
+            delta_mpl_cust = check_scalar("delta_mpl_cust", delta_mpl_cust, ge=0)
+        if novelty is not None:
+            novelty = check_scalar("novelty", novelty)
+        if data_price is not None:
+            data_price = check_scalar("data_price", data_price, ge=0)
+        labor = shift_labor(shift)
+        hours = float(shift.hours)
+
+        if self._mpl_ema is None:
+            mpl_ema, delta_mpl_total = labor.mp_r, 0.0
+        else:
+            a = self._mpl_smoothing
+            mpl_ema = a * labor.mp_r + (1.0 - a) * self._mpl_ema
+            delta_mpl_total = mpl_ema - self._mpl_ema
+
+        indexer_before = self._indexer.state_dict()
+        w_h = self._indexer.on_shift_end()
+        try:
+            # Until data sources exist every transition comes from the platform's own sites, so
+            # the customer's contribution is zero, not unknown: the split uses 0 while the
+            # delta_mpl_cust column stays empty.
+            alloc = allocate_spread(
+                labor.w_hat_r,
+                w_h,
+                hours,
+                0.0 if delta_mpl_cust is None else delta_mpl_cust,
+                delta_mpl_total,
+                eps_parity=self._eps_parity,
+            )
+            cost = customer_cost(
+                labor.w_hat_r,
+                alloc.rebate,
+                hours,
+                w_h,
+                base_fee=self._base_fee,
+                floor_margin=self._floor_margin,
+            )
+            surplus = consumer_surplus(w_h, cost)
+            rho = deflation_ratio(cost, w_h)
+        except ValueError:
+            self._indexer.load_state_dict(indexer_before)
+            raise
+        self._mpl_ema = mpl_ema
+
+        return LedgerRow(
+            episode=episode,
+            global_step=global_step,
+            source=source,
+            hours=hours,
+            completed=int(shift.completed),
+            attempts=int(shift.attempts),
+            errors=int(shift.errors),
+            mp_r=labor.mp_r,
+            err_rate=labor.err_rate,
+            err_target=err_target,
+            w_hat_r=labor.w_hat_r,
+            w_h=w_h,
+            wage_parity=float(alloc.wage_parity),
+            prod_parity=labor.prod_parity,
+            profit=labor.profit,
+            lam=lam,
+            delta_mpl_total=delta_mpl_total,
+            delta_mpl_cust=delta_mpl_cust,
+            novelty=novelty,
+            s_cust=float(alloc.s_cust),
+            s_plat=float(alloc.s_plat),
+            spread=float(alloc.spread),
+            spread_value=float(alloc.spread_value),
+            rebate=float(alloc.rebate),
+            captured=float(alloc.captured),
+            customer_cost=float(cost),
+            consumer_surplus=float(surplus),
+            deflation_ratio=float(rho),
+            data_price=data_price,
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        """Indexer state and the MPL EMA (None: no shift seen yet), as plain python values.
+
+        Plain ints, floats, None and dicts, so a checkpoint holding it loads with
+        ``torch.load(weights_only=True)``. The constructor arguments are configuration, not state.
+        """
+        return {"indexer": self._indexer.state_dict(), "mpl_ema": self._mpl_ema}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the state saved by :meth:`state_dict`."""
+        ema = state["mpl_ema"]
+        ema = None if ema is None else check_scalar("state['mpl_ema']", ema, ge=0)
+        self._indexer.load_state_dict(state["indexer"])
+        self._mpl_ema = ema
+
+
+def _cell(value: int | float | str | None) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    # repr of a float is the shortest string that reads back as the same float.
+    return repr(float(value))
+
+
+class LedgerWriter:
+    """An append-only CSV file of :class:`LedgerRow`s with the section-10 header.
+
+    Creates the parent directories, and writes the header when the file is new or empty. An
+    existing file must start with exactly that header (else ``ValueError``). Each row is one line
+    (``source`` may not contain a line break) and is flushed as it is appended, so after a kill
+    at most the last line is partial: opening the file drops such a partial line, since writing
+    after it would fuse it with the next row. Floats are written with ``repr`` (they read back
+    exactly), ints as ints, ``None`` as an empty cell.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self._path = Path(path)
+        self._header = ",".join(LEDGER_COLUMNS) + "\n"
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        content = self._path.read_bytes() if self._path.exists() else b""
+        header = self._header.encode()
+        if b"\n" not in content and header.startswith(content):
+            # New, empty, or holding a header cut short by a kill: (re)write the header.
+            self._path.write_bytes(header)
+            content = header
+        elif not content.startswith(header):
+            first_line = content.split(b"\n", 1)[0].decode("utf-8", "replace")
+            raise ValueError(
+                f"ledger {str(self._path)!r} has the header {first_line!r}; expected the "
+                f"columns {list(LEDGER_COLUMNS)}"
+            )
+        complete = content.rfind(b"\n") + 1
+        if complete < len(content):
+            os.truncate(self._path, complete)
+        self._rows = content.count(b"\n") - 1
+        self._handle = self._path.open("a", newline="", encoding="utf-8")
+        self._csv = csv.writer(self._handle, lineterminator="\n")
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def rows(self) -> int:
+        """Complete data rows in the file."""
+        return self._rows
+
+    def append(self, row: LedgerRow) -> None:
+        """Write one row and flush it to the OS (no fsync: a process kill loses nothing)."""
+        if not isinstance(row, LedgerRow):
+            raise ValueError(f"row must be a LedgerRow, got {type(row).__name__}")
+        if "\n" in row.source or "\r" in row.source:
+            raise ValueError(f"row.source must not contain a line break, got {row.source!r}")
+        self._csv.writerow([_cell(value) for value in row])
+        self._handle.flush()
+        self._rows += 1
+
+    def truncate(self, n_rows: int) -> None:
+        """Keep the header and the first ``n_rows`` data rows; drop every later line.
+
+        This is how a resumed run drops the shifts written after its checkpoint was taken.
+        ``n_rows`` larger than the file's row count raises ``ValueError``: those shifts were
+        lost, and continuing would leave a gap in the ledger.
+        """
+        n_rows = check_int("n_rows", n_rows, ge=0)
+        if n_rows > self._rows:
+            raise ValueError(
+                f"n_rows must be <= the {self._rows} complete rows of ledger "
+                f"{str(self._path)!r}, got {n_rows}"
+            )
+        self._handle.close()
+        content = self._path.read_bytes()
+        end = 0
+        for _ in range(n_rows + 1):  # the header line, then n_rows data lines
+            end = content.index(b"\n", end) + 1
+        os.truncate(self._path, end)
+        self._rows = n_rows
+        self._handle = self._path.open("a", newline="", encoding="utf-8")
+        self._csv = csv.writer(self._handle, lineterminator="\n")
+
+    def close(self) -> None:
+        """Close the file; idempotent."""
+        self._handle.close()
+
+    def __enter__(self) -> LedgerWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,233 @@
+"""Gymnasium envs of the dishwashing job: one site (``gymnasium.make``) or N (``make_vec``).
+
+Action ``Box(0, 1, (2,))`` = ``(speed, care)``; reward = the step's profit rate [$/hr]; a shift
+is ``steps`` steps and ends by truncation. ``info`` carries the step's kind, counts, ``p_err``,
+``err_rate`` and the economics needed to account for the shift (ECONOMICS.md section 1).
+Constructor keyword arguments are the fields of :class:`DishwashingParams`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from v2p.envs.dynamics import ShiftSimulator, StepOutcome
+from v2p.envs.observations import ClipObservation, StateObservation
+from v2p.envs.params import DishwashingParams
+from v2p.envs.render import FrameRenderer
+
+ObservationModel = StateObservation | ClipObservation
+ACTION_SPACE = spaces.Box(0.0, 1.0, (2,), dtype=np.float32)
+
+
+def step_info(params: DishwashingParams, outcome: StepOutcome) -> dict[str, np.ndarray]:
+    """Per-site info arrays (N,) of one step: counts, error model and shift economics.
+
+    The economic constants are per site, so that sites with different task parameters can be
+    accounted for side by side.
+    """
+    n = outcome.kind.shape[0]
+    constants = {
+        "step_hours": params.step_hours,
+        "price_per_unit": params.price_per_unit,
+        "damage_cost": params.damage_cost,
+        "energy_cost": params.energy_cost,
+        "human_mp": params.human_mp,
+    }
+    info: dict[str, np.ndarray] = {
+        "kind": outcome.kind,
+        "attempts": outcome.attempts,
+        "errors": outcome.errors,
+        "completed": outcome.completed,
+        "p_err": outcome.p_err,
+        "err_rate": outcome.err_rate,
+        # Expectations of the same kind and action under the task model, so evaluation can
+        # report the policy's expected profit without Poisson noise hiding a gap.
+        "expected_profit": outcome.expected.profit,
+        "expected_attempts": outcome.expected.attempts * params.step_hours,
+        "expected_errors": outcome.expected.errors * params.step_hours,
+    }
+    info.update({key: np.full(n, value) for key, value in constants.items()})
+    return info
+
+
+def make_observation_model(
+    sim: ShiftSimulator, clip_shape: tuple[int, int, int] | None
+) -> ObservationModel:
+    """The state vector when ``clip_shape`` is None, else clips of (frames, height, width)."""
+    return StateObservation(sim) if clip_shape is None else ClipObservation(sim, *clip_shape)
+
+
+class _SimulatorState:
+    """Checkpointable state shared by the single and vector envs: simulator, observation, RNG."""
+
+    _clip_shape: tuple[int, int, int] | None = None  # set by the video envs
+    sim: ShiftSimulator
+    observation_model: ObservationModel
+    np_random: np.random.Generator
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue the env exactly where it is (for exact resume)."""
+        return {
+            "sim": self.sim.state_dict(),
+            "observation": self.observation_model.state_dict(),
+            "rng": self.np_random.bit_generator.state,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.sim.load_state_dict(state["sim"])
+        self.observation_model.load_state_dict(state["observation"])
+        self.np_random.bit_generator.state = state["rng"]
+
+
+class DishwashingEnv(_SimulatorState, gym.Env[np.ndarray, np.ndarray]):
+    """One dishwashing site with a state-vector observation (``v2p/Dishwashing-v0``)."""
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 4}
+
+    def __init__(self, render_mode: str | None = None, **task_kwargs: Any) -> None:
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(
+                f"render_mode must be one of {self.metadata['render_modes']} or None, "
+                f"got {render_mode!r}"
+            )
+        self.params = DishwashingParams(**task_kwargs)
+        self.sim = ShiftSimulator(self.params, num_envs=1)
+        self.observation_model = make_observation_model(self.sim, self._clip_shape)
+        self.observation_space = self.observation_model.space
+        self.action_space = ACTION_SPACE
+        self.render_mode = render_mode
+        self._viewer: FrameRenderer | None = None
+        self._started = False
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        super().reset(seed=seed)
+        self.sim.reset(self.np_random)
+        self.observation_model.reset()
+        self._started = True
+        return self.observation_model.observe()[0], {"kind": int(self.sim.kind[0])}
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        if not self._started:
+            raise RuntimeError("call reset() before step()")
+        if self.sim.truncated[0]:
+            raise RuntimeError(f"the shift is over after {self.params.steps} steps; call reset()")
+        action = np.asarray(action, dtype=np.float64)
+        if action.shape != (2,):
+            raise ValueError(f"action must have shape (2,) = (speed, care), got {action.shape}")
+        outcome = self.sim.step(action[None], self.np_random)
+        self.observation_model.advance()
+        info = {key: value[0].item() for key, value in step_info(self.params, outcome).items()}
+        obs = self.observation_model.observe()[0]
+        return obs, float(outcome.profit[0]), False, bool(self.sim.truncated[0]), info
+
+    def render(self) -> np.ndarray | None:
+        """An (H, W, 3) picture of the site: the synthetic camera frame at 256x256."""
+        if self.render_mode != "rgb_array":
+            return None
+        if self._viewer is None:
+            self._viewer = FrameRenderer(256, 256)
+        sim = self.sim
+        frame = self._viewer.render(sim.kind, sim.t / self.params.steps, sim.completed, sim.errors)
+        return np.ascontiguousarray(frame[0].transpose(1, 2, 0))
+
+
+class DishwashingVectorEnv(_SimulatorState, VectorEnv):
+    """N dishwashing sites stepped together with numpy arrays, no Python loop over sites.
+
+    Autoreset is same-step: when a shift ends, the returned observation already starts the
+    next shift and ``info["final_obs"]`` (masked by ``info["_final_obs"]``) holds the last
+    observation of the finished one, which is what a replay buffer needs as ``next_obs``.
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {
+        "autoreset_mode": AutoresetMode.SAME_STEP,
+        "render_modes": [],
+    }
+
+    def __init__(self, num_envs: int = 1, **task_kwargs: Any) -> None:
+        self.params = DishwashingParams(**task_kwargs)
+        self.num_envs = num_envs
+        self.sim = ShiftSimulator(self.params, num_envs)
+        self.observation_model = make_observation_model(self.sim, self._clip_shape)
+        self.single_observation_space = self.observation_model.space
+        self.single_action_space = ACTION_SPACE
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self._all_sites = np.ones(num_envs, dtype=bool)
+        self._started = False
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        super().reset(seed=seed)
+        mask = None if options is None else options.get("reset_mask")
+        if mask is not None and not self._started:
+            raise ValueError("the first reset must reset every site; pass no reset_mask")
+        self.sim.reset(self.np_random, mask)
+        self.observation_model.reset(mask)
+        self._started = True
+        return self.observation_model.observe(), {"kind": self.sim.kind.copy()}
+
+    def step(
+        self, actions: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        if not self._started:
+            raise RuntimeError("call reset() before step()")
+        actions = np.asarray(actions)
+        if actions.shape != (self.num_envs, 2):
+            raise ValueError(
+                f"actions must have shape ({self.num_envs}, 2) = (num_envs, (speed, care)), "
+                f"got {actions.shape}"
+            )
+        outcome = self.sim.step(actions, self.np_random)
+        self.observation_model.advance()
+        truncated = self.sim.truncated.copy()
+        info: dict[str, Any] = step_info(self.params, outcome)
+        for key in list(info):
+            info[f"_{key}"] = self._all_sites
+        if truncated.any():
+            info["final_obs"] = self.observation_model.observe()
+            info["_final_obs"] = truncated
+            self.sim.reset(self.np_random, truncated)
+            self.observation_model.reset(truncated)
+        obs = self.observation_model.observe()
+        terminated = np.zeros(self.num_envs, dtype=bool)
+        return obs, outcome.profit, terminated, truncated, info
+
+
+class DishwashingVideoEnv(DishwashingEnv):
+    """One site seen through synthetic camera clips ``(T, 3, H, W)`` uint8."""
+
+    def __init__(
+        self,
+        frames: int = 8,
+        height: int = 64,
+        width: int = 64,
+        render_mode: str | None = None,
+        **task_kwargs: Any,
+    ) -> None:
+        self._clip_shape = (frames, height, width)
+        super().__init__(render_mode=render_mode, **task_kwargs)
+
+
+class DishwashingVideoVectorEnv(DishwashingVectorEnv):
+    """N sites seen through synthetic camera clips, (N, T, 3, H, W) uint8."""
+
+    def __init__(
+        self,
+        num_envs: int = 1,
+        frames: int = 8,
+        height: int = 64,
+        width: int = 64,
+        **task_kwargs: Any,
+    ) -> None:
+        self._clip_shape = (frames, height, width)
+        super().__init__(num_envs=num_envs, **task_kwargs)
