@@ -1,0 +1,497 @@
+"""Replay memory for N environments stepped in lockstep by a batched (vector) env.
+
+Storage is numpy, laid out ``(per_env_capacity, num_envs, ...)`` as in Stable-Baselines3
+``common/buffers.py``; samples come out as a typed :class:`ReplaySample` of CPU tensors (Lightning
+moves the batch to the device).
+
+Two storage layouts share one API:
+
+* state observations (``frame_stack=None``): obs and next_obs are stored per transition;
+* video observations (``frame_stack=T``, ``obs_shape=(T, C, H, W)``): the clips are frame
+  histories, so each frame is stored once, in a per-env ring, and the stacks are rebuilt at sample
+  time (the DrQ-v2 ``replay_buffer.py`` idea, vectorised over envs and batch). A video transition
+  then costs about one frame instead of ``2 * T`` frames (DESIGN.md, "Video replay memory").
+
+Checkpoints of a big buffer go to a side file (:meth:`ReplayBuffer.save` /
+:meth:`ReplayBuffer.load`, an uncompressed ``.npz``) rather than being pickled into the Lightning
+checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from typing import NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+__all__ = ["ReplayBuffer", "ReplaySample"]
+
+# Bumped whenever the layout of `state_dict` changes, so an old side file fails loudly.
+_STATE_VERSION = 1
+
+
+class ReplaySample(NamedTuple):
+    """A batch of transitions, as CPU tensors.
+
+    ``reward`` is the raw env reward (the step's profit rate for the economic envs). The
+    Lagrangian penalty is *not* folded in: the trainer computes it from ``err`` with the current
+    multiplier at sample time. ``terminated`` is true termination only; a time-limit truncation
+    is stored as 0 so that its target still bootstraps.
+    """
+
+    obs: torch.Tensor  # (B, *obs_shape), stored dtype (uint8 for video)
+    action: torch.Tensor  # (B, action_dim) float32
+    reward: torch.Tensor  # (B,) float32
+    err: torch.Tensor  # (B,) float32
+    next_obs: torch.Tensor  # (B, *obs_shape), stored dtype
+    terminated: torch.Tensor  # (B,) float32
+    source: torch.Tensor  # (B,) int64
+
+
+def _to_sample(
+    obs: np.ndarray,
+    action: np.ndarray,
+    reward: np.ndarray,
+    err: np.ndarray,
+    next_obs: np.ndarray,
+    terminated: np.ndarray,
+    source: np.ndarray,
+) -> ReplaySample:
+    """The one place where replay data becomes tensors: zero-copy, no device moves."""
+    return ReplaySample(
+        obs=torch.from_numpy(obs),
+        action=torch.from_numpy(action),
+        reward=torch.from_numpy(reward),
+        err=torch.from_numpy(err),
+        next_obs=torch.from_numpy(next_obs),
+        terminated=torch.from_numpy(terminated),
+        source=torch.from_numpy(source),
+    )
+
+
+def _take(array: np.ndarray, flat: np.ndarray) -> np.ndarray:
+    """Entries of a ``(slots, num_envs, ...)`` array at ``flat = slot * num_envs + env``.
+
+    Flat indices into the C-ordered storage make one `take` instead of a two-index gather.
+    """
+    return array.reshape(-1, *array.shape[2:]).take(flat, axis=0)
+
+
+def _is_positive_int(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value > 0
+
+
+def _positive_int(name: str, value: object) -> int:
+    if not _is_positive_int(value):
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+class ReplayBuffer:
+    """Uniform replay over ``capacity`` transitions from ``num_envs`` lockstepped envs.
+
+    Args:
+        capacity: transitions kept in total across envs; each env keeps the newest
+            ``capacity // num_envs`` of its own (the remainder is unused, as in SB3).
+        num_envs: N, the leading dimension of every :meth:`add` argument.
+        obs_shape: shape of one observation, e.g. ``(obs_dim,)`` or ``(T, C, H, W)``.
+        action_dim: size of the flat float action.
+        obs_dtype: storage dtype of observations (``np.uint8`` for video, ``np.float32`` for
+            states); samples keep it.
+        frame_stack: T for video observations ``(T, C, H, W)`` that are frame histories
+            (obs at step t = the last T frames, repeat-padded with the episode's first frame);
+            frames are then stored once and stacks rebuilt at sample time. ``None`` stores
+            whole observations.
+
+    Video layout: per env a ring of ``frame_capacity = per_env_capacity + per_env_capacity // 8
+    + 2 * T`` frames with absolute (monotonic) frame counters. Each transition records the
+    absolute index of its obs's newest frame, of its next_obs's newest frame and of its
+    episode's first frame. An episode of length L writes L + 1 frames, so the ring holds every
+    stored transition's frames as long as episodes last at least about 8 steps. With shorter
+    episodes the oldest stored transitions lose frames before their slot is reused; sampling
+    then skips them (a validity mask), so wrong frames are never returned: the buffer just
+    holds fewer usable transitions than ``len(self)``.
+    """
+
+    def __init__(
+        self,
+        capacity: int,
+        num_envs: int,
+        obs_shape: tuple[int, ...],
+        action_dim: int,
+        obs_dtype: npt.DTypeLike = np.float32,
+        frame_stack: int | None = None,
+    ) -> None:
+        self.capacity = _positive_int("capacity", capacity)
+        self.num_envs = _positive_int("num_envs", num_envs)
+        if self.capacity < self.num_envs:
+            raise ValueError(
+                f"capacity must be >= num_envs (one transition per env at least), "
+                f"got capacity={capacity} < num_envs={num_envs}"
+            )
+        if not isinstance(obs_shape, (tuple, list)) or not (
+            len(obs_shape) > 0 and all(_is_positive_int(d) for d in obs_shape)
+        ):
+            raise ValueError(
+                f"obs_shape must be a non-empty tuple of positive ints, got {obs_shape!r}"
+            )
+        self.obs_shape: tuple[int, ...] = tuple(int(d) for d in obs_shape)
+        self.action_dim = _positive_int("action_dim", action_dim)
+        self.obs_dtype = np.dtype(obs_dtype)
+        if frame_stack is not None:
+            frame_stack = _positive_int("frame_stack", frame_stack)
+            if len(self.obs_shape) < 2 or self.obs_shape[0] != frame_stack:
+                raise ValueError(
+                    f"frame_stack={frame_stack} needs obs_shape=(frame_stack, *frame_shape), "
+                    f"got obs_shape={self.obs_shape}"
+                )
+        self.frame_stack: int | None = frame_stack
+
+        self.per_env_capacity = self.capacity // self.num_envs
+        n, n_env = self.per_env_capacity, self.num_envs
+        self._pos = 0
+        self._full = False
+        self._action = np.zeros((n, n_env, self.action_dim), dtype=np.float32)
+        self._reward = np.zeros((n, n_env), dtype=np.float32)
+        self._err = np.zeros((n, n_env), dtype=np.float32)
+        self._terminated = np.zeros((n, n_env), dtype=np.float32)
+        self._source = np.zeros((n, n_env), dtype=np.int64)
+        if self.frame_stack is None:
+            self.frame_capacity: int | None = None
+            self._obs = np.zeros((n, n_env, *self.obs_shape), dtype=self.obs_dtype)
+            self._next_obs = np.zeros((n, n_env, *self.obs_shape), dtype=self.obs_dtype)
+        else:
+            # Slack beyond one frame per transition: an episode of length L >= 8 writes at most
+            # n / 8 extra reset frames over n transitions, plus up to T history frames of the
+            # oldest transition and T of the newest.
+            self.frame_capacity = n + n // 8 + 2 * self.frame_stack
+            frame_shape = self.obs_shape[1:]
+            self._frames = np.zeros((self.frame_capacity, n_env, *frame_shape), self.obs_dtype)
+            # Absolute frame indices, per transition.
+            self._obs_frame = np.zeros((n, n_env), dtype=np.int64)
+            self._next_obs_frame = np.zeros((n, n_env), dtype=np.int64)
+            self._episode_first_frame = np.zeros((n, n_env), dtype=np.int64)
+            # Per env: frames written so far and the absolute index of the running episode's
+            # first frame.
+            self._frame_count = np.zeros(n_env, dtype=np.int64)
+            self._current_episode_first = np.zeros(n_env, dtype=np.int64)
+        self._env_ids = np.arange(n_env)
+
+    # ------------------------------------------------------------------ size
+
+    def __len__(self) -> int:
+        """Transitions stored (for video, some of the oldest may have lost frames)."""
+        return (self.per_env_capacity if self._full else self._pos) * self.num_envs
+
+    @property
+    def full(self) -> bool:
+        """Whether every slot holds a transition, so each `add` overwrites the oldest."""
+        return self._full
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of storage held by the buffer's arrays."""
+        return sum(a.nbytes for a in self._arrays().values())
+
+    # ------------------------------------------------------------------- add
+
+    def add(
+        self,
+        obs: np.ndarray,
+        action: np.ndarray,
+        reward: np.ndarray,
+        err: np.ndarray,
+        next_obs: np.ndarray,
+        terminated: np.ndarray,
+        source: np.ndarray,
+        episode_start: np.ndarray | None = None,
+    ) -> None:
+        """Store one transition per env; every argument has leading dim N = ``num_envs``.
+
+        Args:
+            obs: ``(N, *obs_shape)``.
+            action: ``(N, action_dim)``.
+            reward: ``(N,)`` env reward.
+            err: ``(N,)`` constraint cost (error count/rate) of the step.
+            next_obs: ``(N, *obs_shape)`` the true next observation: for an episode that just
+                ended, the final observation, not the auto-reset one.
+            terminated: ``(N,)`` true termination only: pass False for a time-limit
+                truncation, whose target still bootstraps.
+            source: ``(N,)`` int id of the data source of each env.
+            episode_start: ``(N,)`` bool, True where ``obs`` is the first observation of an
+                episode. Required for video buffers (it tells which frames are new); ignored by
+                state buffers. An env that has never been added to starts an episode anyway.
+        """
+        n_env = self.num_envs
+        obs = self._check("obs", obs, (n_env, *self.obs_shape), self.obs_dtype)
+        next_obs = self._check("next_obs", next_obs, (n_env, *self.obs_shape), self.obs_dtype)
+        action = self._check("action", action, (n_env, self.action_dim), np.float32)
+        reward = self._check("reward", reward, (n_env,), np.float32)
+        err = self._check("err", err, (n_env,), np.float32)
+        terminated = self._check("terminated", terminated, (n_env,), np.float32)
+        source = self._check("source", source, (n_env,), np.int64)
+        if episode_start is not None:
+            episode_start = self._check("episode_start", episode_start, (n_env,), np.bool_)
+
+        p = self._pos
+        if self.frame_stack is None:
+            self._obs[p] = obs
+            self._next_obs[p] = next_obs
+        else:
+            if episode_start is None:
+                raise ValueError(
+                    "episode_start (bool array (num_envs,)) is required by a video buffer "
+                    "(frame_stack is set), got None"
+                )
+            self._add_frames(obs, next_obs, episode_start)
+        self._action[p] = action
+        self._reward[p] = reward
+        self._err[p] = err
+        self._terminated[p] = terminated
+        self._source[p] = source
+        self._pos = (p + 1) % self.per_env_capacity
+        self._full = self._full or self._pos == 0
+
+    def _add_frames(self, obs: np.ndarray, next_obs: np.ndarray, episode_start: np.ndarray) -> None:
+        """Append the new frames of one lockstep transition to the per-env rings."""
+        assert self.frame_capacity is not None
+        ring, count, envs = self.frame_capacity, self._frame_count, self._env_ids
+        starts = episode_start | (count == 0)
+        continuing = np.flatnonzero(~starts)
+        if continuing.size:
+            # A continuing episode's obs must end with the frame its previous next_obs ended
+            # with; otherwise the caller lost track of an episode boundary.
+            last = self._frames[(count[continuing] - 1) % ring, continuing]
+            same = (last == obs[continuing, -1]).reshape(continuing.size, -1).all(axis=1)
+            if not same.all():
+                bad = continuing[~same].tolist()
+                raise ValueError(
+                    f"obs of env(s) {bad} does not continue the previous next_obs; pass "
+                    f"episode_start=True where obs is the first observation of an episode"
+                )
+        started = np.flatnonzero(starts)
+        if started.size:
+            # The reset clip is the first frame repeated T times: store that frame once.
+            self._frames[count[started] % ring, started] = obs[started, -1]
+            self._current_episode_first[started] = count[started]
+            count[started] += 1
+        p = self._pos
+        self._obs_frame[p] = count - 1
+        self._frames[count % ring, envs] = next_obs[:, -1]
+        self._next_obs_frame[p] = count
+        self._episode_first_frame[p] = self._current_episode_first
+        count += 1
+
+    @staticmethod
+    def _check(
+        name: str, value: np.ndarray, shape: tuple[int, ...], dtype: npt.DTypeLike
+    ) -> np.ndarray:
+        value = np.asarray(value)
+        if value.shape != shape:
+            raise ValueError(f"{name} must have shape {shape}, got {value.shape}")
+        if not np.can_cast(value.dtype, dtype, casting="same_kind"):
+            raise ValueError(
+                f"{name} has dtype {value.dtype}, which does not cast safely to the stored "
+                f"{np.dtype(dtype)}"
+            )
+        return value
+
+    # ---------------------------------------------------------------- sample
+
+    def sample(self, batch_size: int, generator: np.random.Generator) -> ReplaySample:
+        """Draw ``batch_size`` transitions uniformly, with replacement, using ``generator``."""
+        batch_size = _positive_int("batch_size", batch_size)
+        if not isinstance(generator, np.random.Generator):
+            raise TypeError(f"generator must be a numpy.random.Generator, got {type(generator)}")
+        stored = len(self)
+        if stored == 0:
+            raise ValueError("cannot sample from an empty ReplayBuffer; add transitions first")
+        if self.frame_stack is None:
+            flat = generator.integers(0, stored, size=batch_size)
+            obs, next_obs = _take(self._obs, flat), _take(self._next_obs, flat)
+        else:
+            flat = self._draw_valid(batch_size, stored, generator)
+            obs, next_obs = self._gather_stacks(flat)
+        return _to_sample(
+            obs,
+            _take(self._action, flat),
+            _take(self._reward, flat),
+            _take(self._err, flat),
+            next_obs,
+            _take(self._terminated, flat),
+            _take(self._source, flat),
+        )
+
+    def _draw_valid(
+        self, batch_size: int, stored: int, generator: np.random.Generator
+    ) -> np.ndarray:
+        """Uniform flat indices over the transitions whose frames are all still in the ring.
+
+        Rejection sampling keeps the draw uniform over valid transitions. Every env writes at
+        most two frames per transition and a transition needs at most T + 1 of them, so the
+        newest (frame_capacity - T - 1) / 2, about per_env_capacity * 9 / 16, of each env's
+        transitions are always valid (and the newest one always is): a round accepts about half
+        its draws or more, even with one-step episodes.
+        """
+        assert self.frame_stack is not None and self.frame_capacity is not None
+        accepted: list[np.ndarray] = []
+        n_accepted = 0
+        while n_accepted < batch_size:
+            flat = generator.integers(0, stored, size=batch_size - n_accepted)
+            oldest_needed = np.maximum(
+                _take(self._obs_frame, flat) - (self.frame_stack - 1),
+                _take(self._episode_first_frame, flat),
+            )
+            # The ring of env e holds the absolute frames [count_e - frame_capacity, count_e).
+            in_ring = self._frame_count[flat % self.num_envs] - self.frame_capacity
+            valid = oldest_needed >= in_ring
+            accepted.append(flat[valid])
+            n_accepted += int(valid.sum())
+        return accepted[0] if len(accepted) == 1 else np.concatenate(accepted)
+
+    def _gather_stacks(self, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rebuild obs and next_obs clips ``(B, T, *frame_shape)`` in one gather."""
+        assert self.frame_stack is not None and self.frame_capacity is not None
+        steps = np.arange(1 - self.frame_stack, 1)  # (T,) offsets from the newest frame
+        newest = np.stack([_take(self._obs_frame, flat), _take(self._next_obs_frame, flat)])
+        # (2, B, T) absolute indices; clamping at the episode's first frame repeat-pads the start
+        # of an episode exactly as the env does.
+        frame_idx = np.maximum(
+            newest[:, :, None] + steps, _take(self._episode_first_frame, flat)[None, :, None]
+        )
+        envs = (flat % self.num_envs)[None, :, None]
+        stacks = _take(self._frames, (frame_idx % self.frame_capacity) * self.num_envs + envs)
+        return stacks[0], stacks[1]  # each a contiguous (B, T, *frame_shape)
+
+    # ----------------------------------------------------------- checkpoints
+
+    def _config(self) -> dict[str, np.ndarray]:
+        return {
+            "version": np.asarray(_STATE_VERSION, dtype=np.int64),
+            "capacity": np.asarray(self.capacity, dtype=np.int64),
+            "num_envs": np.asarray(self.num_envs, dtype=np.int64),
+            "obs_shape": np.asarray(self.obs_shape, dtype=np.int64),
+            "action_dim": np.asarray(self.action_dim, dtype=np.int64),
+            "obs_dtype": np.asarray(self.obs_dtype.str),
+            "frame_stack": np.asarray(self.frame_stack or 0, dtype=np.int64),
+        }
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        """The live storage arrays (not copies)."""
+        arrays = {
+            "action": self._action,
+            "reward": self._reward,
+            "err": self._err,
+            "terminated": self._terminated,
+            "source": self._source,
+        }
+        if self.frame_stack is None:
+            arrays.update(obs=self._obs, next_obs=self._next_obs)
+        else:
+            arrays.update(
+                frames=self._frames,
+                obs_frame=self._obs_frame,
+                next_obs_frame=self._next_obs_frame,
+                episode_first_frame=self._episode_first_frame,
+                frame_count=self._frame_count,
+                current_episode_first=self._current_episode_first,
+            )
+        return arrays
+
+    def _pointers(self) -> dict[str, np.ndarray]:
+        return {
+            "pos": np.asarray(self._pos, dtype=np.int64),
+            "full": np.asarray(self._full, dtype=np.bool_),
+        }
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Config, storage, pointers and counters as numpy arrays.
+
+        Storage arrays are copied so later `add` calls do not alter the returned state; for a
+        big buffer prefer :meth:`save`, which writes the live arrays without a copy.
+        """
+        arrays = {k: v.copy() for k, v in self._arrays().items()}
+        return {**self._config(), **self._pointers(), **arrays}
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        """Restore a :meth:`state_dict`, validated against this buffer's construction."""
+        for key, expected in self._config().items():
+            if key not in state:
+                raise ValueError(f"replay state is missing field {key!r}")
+            got = np.asarray(state[key])
+            if got.shape != expected.shape or not np.array_equal(got, expected):
+                raise ValueError(
+                    f"replay state field {key!r} is {got.tolist()!r}, but this buffer was built "
+                    f"with {expected.tolist()!r}"
+                )
+        arrays = self._arrays()
+        for key, live in arrays.items():
+            if key not in state:
+                raise ValueError(f"replay state is missing field {key!r}")
+            got = np.asarray(state[key])
+            if got.shape != live.shape or got.dtype != live.dtype:
+                raise ValueError(
+                    f"replay state field {key!r} has shape {got.shape} and dtype {got.dtype}, "
+                    f"expected shape {live.shape} and dtype {live.dtype}"
+                )
+        for key in ("pos", "full"):
+            if key not in state or np.asarray(state[key]).shape != ():
+                raise ValueError(f"replay state field {key!r} must be a scalar")
+        pos = int(state["pos"])
+        if not 0 <= pos < self.per_env_capacity:
+            raise ValueError(
+                f"replay state field 'pos' is {pos}, expected 0 <= pos < {self.per_env_capacity}"
+            )
+        for key, live in arrays.items():
+            np.copyto(live, state[key])
+        self._pos = pos
+        self._full = bool(state["full"])
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the buffer to ``path`` as an uncompressed ``.npz`` (exactly that file name).
+
+        Writes to a temporary file first and renames it, so an interrupted save never leaves a
+        truncated file where a good one was.
+        """
+        path = os.fspath(path)
+        tmp = f"{path}.tmp"
+        try:
+            with open(tmp, "wb") as f:
+                np.savez(f, **self._config(), **self._pointers(), **self._arrays())
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+    @staticmethod
+    def read_state(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+        """The state dict stored in a file written by :meth:`save`.
+
+        Raises:
+            FileNotFoundError: ``path`` does not exist.
+            ValueError: ``path`` is not a readable ``.npz``.
+        """
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"replay buffer file not found: {path}")
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                return {key: npz[key] for key in npz.files}
+        except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as e:
+            raise ValueError(f"replay buffer file {path} is corrupt or not an .npz: {e}") from e
+
+    def load(self, path: str | os.PathLike[str]) -> None:
+        """Load a file written by :meth:`save` into this buffer.
+
+        Raises:
+            FileNotFoundError: ``path`` does not exist.
+            ValueError: ``path`` is not a readable ``.npz`` or does not match this buffer.
+        """
+        state = self.read_state(path)
+        try:
+            self.load_state_dict(state)
+        except ValueError as e:
+            raise ValueError(f"replay buffer file {os.fspath(path)}: {e}") from e

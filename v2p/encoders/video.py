@@ -1,0 +1,242 @@
+"""Clip encoders: `(B, T, C, H, W)` uint8 or [0, 1] float -> `(B, latent_dim)`."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections.abc import Mapping
+
+import torch
+import torch.nn as nn
+from torchvision.models.video import R3D_18_Weights, r3d_18
+
+from v2p.encoders.common import (
+    check_clip_shape,
+    check_obs_shape,
+    check_positive,
+    clip_to_unit_float,
+)
+
+# Both simple CNNs: 3x3(x3) kernels, no spatial padding. Three stride-2 layers (DrQ-v2 has one)
+# because T frames' features are concatenated: 64x64 frames leave 5x5 maps, so the fusion
+# Linear stays small (8 frames x 32 ch x 25 = 6400 inputs).
+_KERNEL = 3
+_SPATIAL_STRIDES = (2, 2, 2, 1)
+# Simple3DCNN halves time twice; temporal padding 1 keeps T >= 1 for any clip length.
+_TEMPORAL_STRIDES = (1, 2, 2, 1)
+
+# torchvision's video classification references (Kinetics-400 statistics of [0, 1] RGB frames).
+KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
+KINETICS_STD = (0.22803, 0.22145, 0.216989)
+
+
+def _min_frame_size() -> int:
+    """Smallest H (or W) that leaves a 1x1 map after the simple CNNs' convolutions."""
+    size = 1
+    for stride in reversed(_SPATIAL_STRIDES):
+        size = (size - 1) * stride + _KERNEL
+    return size
+
+
+def _check_frame_size(owner: str, clip_shape: tuple[int, int, int, int]) -> None:
+    _, _, h, w = clip_shape
+    min_size = _min_frame_size()
+    if min(h, w) < min_size:
+        raise ValueError(
+            f"{owner} needs frames of at least {min_size}x{min_size} pixels for its "
+            f"{len(_SPATIAL_STRIDES)} convolutions (kernel {_KERNEL}, strides {_SPATIAL_STRIDES}), "
+            f"got clip_shape {clip_shape}"
+        )
+
+
+class Simple2DCNN(nn.Module):
+    """Per-frame 2D CNN over all B*T frames at once, then order-preserving temporal fusion."""
+
+    def __init__(
+        self,
+        clip_shape: tuple[int, int, int, int],
+        latent_dim: int = 64,
+        channels: int = 32,
+    ) -> None:
+        super().__init__()
+        clip_shape = check_clip_shape("Simple2DCNN", clip_shape)
+        check_positive("Simple2DCNN", latent_dim=latent_dim, channels=channels)
+        _check_frame_size("Simple2DCNN", clip_shape)
+        self.obs_shape: tuple[int, ...] = clip_shape
+        self.latent_dim = latent_dim
+        t, c, h, w = clip_shape
+
+        layers: list[nn.Module] = []
+        in_channels = c
+        for stride in _SPATIAL_STRIDES:
+            layers += [nn.Conv2d(in_channels, channels, _KERNEL, stride=stride), nn.ReLU()]
+            in_channels = channels
+        self.convs = nn.Sequential(*layers, nn.Flatten())
+        with torch.no_grad():
+            frame_dim = self.convs(torch.zeros(1, c, h, w)).shape[1]  # channels * h' * w'
+        # Fusion by concatenation, not by pooling over T: frame i always lands in the same slice
+        # of the Linear's input, so the latent knows which frame is the newest (and can read
+        # motion from the differences), as with DQN/DrQ frame stacking. Mean/max over T would not.
+        self.fuse = nn.Sequential(nn.Linear(t * frame_dim, latent_dim), nn.LayerNorm(latent_dim))
+
+    def forward(self, clip: torch.Tensor) -> torch.Tensor:
+        check_obs_shape("Simple2DCNN", clip, self.obs_shape)
+        b, t, c, h, w = clip.shape
+        x = clip_to_unit_float("Simple2DCNN", clip, self.convs[0].weight.dtype)
+        x = self.convs(x.reshape(b * t, c, h, w))  # (B*T, frame_dim)
+        x = x.reshape(b, -1)  # (B, T*frame_dim), frame-major: oldest frame first
+        return self.fuse(x)  # (B, latent_dim)
+
+
+class Simple3DCNN(nn.Module):
+    """3D convolutions over (C, T, H, W), then Linear + LayerNorm."""
+
+    def __init__(
+        self,
+        clip_shape: tuple[int, int, int, int],
+        latent_dim: int = 64,
+        channels: int = 32,
+    ) -> None:
+        super().__init__()
+        clip_shape = check_clip_shape("Simple3DCNN", clip_shape)
+        check_positive("Simple3DCNN", latent_dim=latent_dim, channels=channels)
+        _check_frame_size("Simple3DCNN", clip_shape)
+        self.obs_shape: tuple[int, ...] = clip_shape
+        self.latent_dim = latent_dim
+        t, c, h, w = clip_shape
+
+        layers: list[nn.Module] = []
+        in_channels = c
+        for t_stride, s_stride in zip(_TEMPORAL_STRIDES, _SPATIAL_STRIDES, strict=True):
+            conv = nn.Conv3d(
+                in_channels,
+                channels,
+                _KERNEL,
+                stride=(t_stride, s_stride, s_stride),
+                padding=(1, 0, 0),
+            )
+            layers += [conv, nn.ReLU()]
+            in_channels = channels
+        # Flatten keeps the remaining time steps in fixed slots, so the head stays order-aware.
+        self.convs = nn.Sequential(*layers, nn.Flatten())
+        with torch.no_grad():
+            flat_dim = self.convs(torch.zeros(1, c, t, h, w)).shape[1]  # channels * t' * h' * w'
+        self.head = nn.Sequential(nn.Linear(flat_dim, latent_dim), nn.LayerNorm(latent_dim))
+
+    def forward(self, clip: torch.Tensor) -> torch.Tensor:
+        check_obs_shape("Simple3DCNN", clip, self.obs_shape)
+        x = clip_to_unit_float("Simple3DCNN", clip, self.convs[0].weight.dtype)  # (B, T, C, H, W)
+        x = self.convs(x.permute(0, 2, 1, 3, 4))  # (B, C, T, H, W) -> (B, flat_dim)
+        return self.head(x)  # (B, latent_dim)
+
+
+class R3D18Encoder(nn.Module):
+    """torchvision's 3D ResNet-18 (Tran et al. 2018) with a latent head; optional local weights.
+
+    The backbone is built with `weights=None`, so torchvision never downloads. Kinetics-400
+    weights were trained on 16-frame 112x112 clips; other sizes run (adaptive pooling) but
+    transfer best near that.
+    """
+
+    def __init__(
+        self,
+        clip_shape: tuple[int, int, int, int],
+        latent_dim: int = 64,
+        weights_path: str | None = None,
+    ) -> None:
+        super().__init__()
+        clip_shape = check_clip_shape("R3D18Encoder", clip_shape)
+        check_positive("R3D18Encoder", latent_dim=latent_dim)
+        if clip_shape[1] != 3:
+            raise ValueError(
+                f"R3D18Encoder needs RGB clips (C = 3, as in Kinetics-400), "
+                f"got clip_shape {clip_shape}"
+            )
+        self.obs_shape: tuple[int, ...] = clip_shape
+        self.latent_dim = latent_dim
+
+        # Read the file before building the 33M-parameter backbone, so a bad file fails fast.
+        state = None if weights_path is None else _read_state_dict(weights_path)
+        self.backbone = r3d_18(weights=None)
+        # fc (512 -> 400 Kinetics classes) is replaced by `head`, kept outside the backbone so
+        # backbone.state_dict() is exactly the part shared with pretrained r3d_18 weights.
+        feature_dim = self.backbone.fc.in_features  # 512
+        self.backbone.fc = nn.Identity()
+        if state is not None:
+            state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+            problems = _state_dict_problems(state, expected=self.backbone.state_dict())
+            if problems:
+                raise ValueError(
+                    f"R3D18Encoder weights_path {weights_path!r} does not fit torchvision's "
+                    f"r3d_18 (fc.* ignored): {'; '.join(problems)}"
+                )
+            # strict=False only admits the missing BatchNorm num_batches_tracked counters that
+            # _state_dict_problems lets through; any other misfit was rejected above.
+            self.backbone.load_state_dict(state, strict=False)
+        self.head = nn.Sequential(nn.Linear(feature_dim, latent_dim), nn.LayerNorm(latent_dim))
+
+        # Constants, not state: non-persistent, so checkpoints do not carry them.
+        mean = torch.tensor(KINETICS_MEAN).view(1, 3, 1, 1, 1)
+        std = torch.tensor(KINETICS_STD).view(1, 3, 1, 1, 1)
+        self.register_buffer("mean", mean, persistent=False)  # (1, C, 1, 1, 1)
+        self.register_buffer("std", std, persistent=False)  # (1, C, 1, 1, 1)
+
+    def forward(self, clip: torch.Tensor) -> torch.Tensor:
+        check_obs_shape("R3D18Encoder", clip, self.obs_shape)
+        x = clip_to_unit_float("R3D18Encoder", clip, self.mean.dtype)  # (B, T, C, H, W)
+        x = x.permute(0, 2, 1, 3, 4)  # (B, C, T, H, W), torchvision's video layout
+        x = (x - self.mean) / self.std
+        return self.head(self.backbone(x))  # (B, 512) -> (B, latent_dim)
+
+
+def _read_state_dict(path: str) -> Mapping[str, torch.Tensor]:
+    """A dict of tensors saved with torch.save at `path`; errors name the path."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"R3D18Encoder weights_path {path!r} does not exist. It should be an r3d_18 "
+            f"state_dict saved with torch.save, e.g. torchvision's "
+            f"R3D_18_Weights.KINETICS400_V1 ({R3D_18_Weights.KINETICS400_V1.url}), downloaded "
+            f"on a machine with internet access and copied here."
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, EOFError, RuntimeError) as err:
+        raise ValueError(
+            f"R3D18Encoder weights_path {path!r} could not be read by "
+            f"torch.load(weights_only=True) ({type(err).__name__}); expected an r3d_18 "
+            f"state_dict saved with torch.save"
+        ) from err
+    if not isinstance(state, Mapping) or not all(
+        isinstance(v, torch.Tensor) for v in state.values()
+    ):
+        raise ValueError(
+            f"R3D18Encoder weights_path {path!r} holds a {type(state).__name__}, expected an "
+            f"r3d_18 state_dict (a dict of tensors)"
+        )
+    return state
+
+
+def _state_dict_problems(
+    state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]
+) -> list[str]:
+    """Missing, unexpected and misshaped keys of `state`, first few of each; [] if it fits.
+
+    Missing BatchNorm `num_batches_tracked` counters are not problems: they count updates and
+    hold no weights, and older checkpoints lack them.
+    """
+    missing = [k for k in expected if k not in state and not k.endswith(".num_batches_tracked")]
+    unexpected = [k for k in state if k not in expected]
+    misshaped = [
+        f"{k} {tuple(v.shape)} != {tuple(expected[k].shape)}"
+        for k, v in state.items()
+        if k in expected and v.shape != expected[k].shape
+    ]
+    return [
+        f"{len(keys)} {kind} (first: {', '.join(keys[:3])})"
+        for kind, keys in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("shape mismatches", misshaped),
+        )
+        if keys
+    ]
