@@ -1,0 +1,238 @@
+"""SACModule + RolloutDataModule: fit, update counting, resume, other envs, bad input."""
+
+from __future__ import annotations
+
+import os
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from tests.models.conftest import make_run
+from v2p.data.rollout import RolloutBatch, RolloutDataModule
+from v2p.models.sac import SACModule
+
+
+def weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_max_steps_counts_gradient_updates(run_factory):
+    model, dm, trainer = run_factory(max_steps=30)
+    calls = []
+    original = model.update
+    model.update = lambda batch: calls.append(1) or original(batch)
+    trainer.fit(model, dm)
+    assert trainer.global_step == 30
+    assert len(calls) == 30  # not 10: one optimiser step per update (Lightning issue 17958)
+    assert model.optimizers().optimizer.state[model.log_alpha]["step"] == 30
+
+
+def test_fit_updates_every_part_and_evaluates(run_factory):
+    model, dm, trainer = run_factory(max_steps=40)
+    before = weights(model)
+    trainer.fit(model, dm)
+    after = weights(model)
+    for prefix in ("encoder.", "actor.", "critic.", "critic_target.", "log_alpha"):
+        changed = [
+            k for k in before if k.startswith(prefix) and not torch.equal(before[k], after[k])
+        ]
+        assert changed, f"no parameter under {prefix} changed"
+    metrics = trainer.callback_metrics
+    for key in ("val/profit", "val/err_rate", "val/expected_profit", "val/expected_err_rate"):
+        assert key in metrics and torch.isfinite(metrics[key])
+    # 40 updates at 2 per collection step of 2 envs: warm-up 64 env steps + 20 collections.
+    assert dm.env_steps == 64 + 2 * 20
+    assert len(dm.buffer) == dm.env_steps
+
+
+def test_expected_profit_is_the_task_model_of_the_actions(run_factory):
+    """val/expected_profit equals the expectation of the deterministic actions per kind."""
+    from v2p.envs import DishwashingParams, expected_outcome
+
+    model, dm, trainer = run_factory(max_steps=20)
+    trainer.fit(model, dm)
+    batch = dm.evaluate()
+    params = DishwashingParams()
+    env = dm._eval_envs
+    obs, _ = env.reset(seed=dm._eval_seed)
+    expected = []
+    for _ in range(params.steps):
+        action = model.act(obs, deterministic=True)
+        kind = env.sim.kind.copy()
+        expected.append(expected_outcome(params, kind, action[:, 0], action[:, 1]).profit)
+        obs, *_ = env.step(action)
+    np.testing.assert_allclose(
+        [e.shift.expected_profit for e in batch.episodes], np.mean(expected, axis=0), rtol=1e-5
+    )
+
+
+def test_lagrangian_penalty_uses_the_current_lambda(run_factory):
+    """The penalty is computed at sample time from err, with lambda and e* as they are now."""
+    model, dm, trainer = run_factory(max_steps=4)
+    trainer.fit(model, dm)
+    sample = dm.buffer.sample(64, np.random.default_rng(0))
+    sample = sample._replace(err=torch.full_like(sample.err, 0.5))
+    model.lagrange.fill_(2.0)
+    model.err_target.fill_(0.1)
+    assert model.update(RolloutBatch(sample, ()))["penalty"].item() == pytest.approx(0.8)
+    model.lagrange.fill_(0.0)
+    assert model.update(RolloutBatch(sample, ()))["penalty"].item() == 0.0
+
+
+def test_dual_ascent_once_per_finished_shift(run_factory):
+    # Cheap breakage and careless warm-up: errors above target push lambda up.
+    model, dm, trainer = run_factory(
+        max_steps=80,
+        env_kwargs={"damage_cost": 0.0, "steps": 10},
+        model_kwargs={"dual_lr": 0.5, "err_target_init": 0.0, "err_target_final": 0.0},
+    )
+    trainer.fit(model, dm)
+    assert model.shifts_seen == dm.env_steps // 10
+    assert model.dual.value > 0
+    assert model.lagrange.item() == pytest.approx(model.dual.value)
+
+
+def test_pendulum_trains_with_the_same_module(run_factory):
+    model, dm, trainer = run_factory(env_id="Pendulum-v1", max_steps=20)
+    trainer.fit(model, dm)
+    assert trainer.global_step == 20
+    assert "val/episode_return" in trainer.callback_metrics
+    assert "val/expected_profit" not in trainer.callback_metrics
+
+
+def test_video_task_trains_with_a_cnn_encoder(run_factory):
+    model, dm, trainer = run_factory(
+        env_id="v2p/DishwashingVideo-v0",
+        env_kwargs={"frames": 4, "height": 32, "width": 32},
+        model_kwargs={"encoder_arch": "simple2dcnn", "encoder_channels": 8},
+        max_steps=6,
+        data_kwargs={"batch_size": 8, "warmup_steps": 16, "updates_per_epoch": 3},
+    )
+    trainer.fit(model, dm)
+    assert trainer.global_step == 6
+    assert dm.buffer.frame_stack == 4
+    sample = dm.buffer.sample(4, np.random.default_rng(0))
+    assert sample.obs.dtype == torch.uint8 and sample.obs.shape == (4, 4, 3, 32, 32)
+
+
+def test_exact_resume_matches_an_uninterrupted_run(tmp_path):
+    """N updates, then resume for M more == N + M in one run: weights, losses, RNG."""
+    root_a, root_b = tmp_path / "a", tmp_path / "b"
+    checkpoint = ModelCheckpoint(dirpath=root_b / "ckpt", every_n_train_steps=30, save_top_k=-1)
+    model_a, dm_a, trainer_a = make_run(root_a, max_steps=60)
+    trainer_a.fit(model_a, dm_a)
+
+    model_b, dm_b, trainer_b = make_run(root_b, max_steps=30, callbacks=[checkpoint])
+    trainer_b.fit(model_b, dm_b)
+    ckpt = root_b / "ckpt" / "epoch=1-step=30.ckpt"
+    assert ckpt.exists() and os.path.exists(str(ckpt) + ".replay.npz")
+
+    model_c, dm_c, trainer_c = make_run(root_b, max_steps=60, seed=123)  # a different seed
+    trainer_c.fit(model_c, dm_c, ckpt_path=str(ckpt))
+    assert trainer_c.global_step == 60
+    a, c = weights(model_a), weights(model_c)
+    for key in a:
+        torch.testing.assert_close(a[key], c[key], rtol=0, atol=0, msg=key)
+    assert dm_a.env_steps == dm_c.env_steps
+    for name in ("train/critic_loss", "train/actor_loss"):
+        assert trainer_a.callback_metrics[name] == trainer_c.callback_metrics[name]
+
+
+def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path):
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=10, save_top_k=-1)
+    model, dm, trainer = make_run(
+        tmp_path, max_steps=60, callbacks=[checkpoint], model_kwargs={"finite_check_every": 5}
+    )
+    forward = model.critic.forward
+
+    def poisoned(z, action):
+        q1, q2 = forward(z, action)
+        if model.global_step >= 23:
+            q1 = q1 * float("nan")
+        return q1, q2
+
+    model.critic.forward = poisoned
+    with pytest.raises(FloatingPointError, match="NaN or inf"):  # from the loss or the actions
+        trainer.fit(model, dm)
+    saved = sorted(p.name for p in (tmp_path / "ckpt").glob("*.ckpt"))
+    assert saved == ["epoch=0-step=10.ckpt", "epoch=0-step=20.ckpt"]
+    state = torch.load(tmp_path / "ckpt" / "epoch=0-step=20.ckpt", weights_only=True)
+    assert all(
+        torch.isfinite(v).all() for v in state["state_dict"].values() if v.is_floating_point()
+    )
+
+
+def test_missing_and_corrupt_checkpoints_fail_clearly(tmp_path):
+    model, dm, trainer = make_run(tmp_path, max_steps=5)
+    with pytest.raises(FileNotFoundError, match=r"nope\.ckpt"):
+        trainer.fit(model, dm, ckpt_path=str(tmp_path / "nope.ckpt"))
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"not a checkpoint")
+    model, dm, trainer = make_run(tmp_path, max_steps=5)
+    with pytest.raises(ValueError, match=r"bad\.ckpt"):
+        trainer.fit(model, dm, ckpt_path=str(bad))
+
+
+def test_checkpoint_without_its_replay_file_fails_clearly(tmp_path):
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=5)
+    model, dm, trainer = make_run(tmp_path, max_steps=5, callbacks=[checkpoint])
+    trainer.fit(model, dm)
+    ckpt = next((tmp_path / "ckpt").glob("*.ckpt"))
+    os.remove(str(ckpt) + ".replay.npz")
+    model, dm, trainer = make_run(tmp_path, max_steps=10)
+    with pytest.raises(FileNotFoundError, match="replay"):
+        trainer.fit(model, dm, ckpt_path=str(ckpt))
+
+
+@pytest.mark.parametrize(
+    ("env_id", "env_kwargs", "match"),
+    [
+        ("v2p/NoSuchTask-v0", None, "NoSuchTask"),
+        ("v2p/Dishwashing-v0", {"damage_cost": -1}, "damage_cost"),
+        ("v2p/Dishwashing-v0", {"dammage_cost": 0.1}, "dammage_cost"),
+        ("CartPole-v1", None, "action space"),
+    ],
+)
+def test_bad_env_configuration_is_named(env_id, env_kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        RolloutDataModule(env_id, env_kwargs)
+
+
+def test_encoder_that_does_not_fit_the_observation():
+    dm = RolloutDataModule("v2p/DishwashingVideo-v0")
+    with pytest.raises(ValueError, match="mlp"):
+        SACModule(dm.observation_shape, dm.action_low, dm.action_high, encoder_arch="mlp")
+    dm = RolloutDataModule("v2p/Dishwashing-v0")
+    with pytest.raises(ValueError, match="simple2dcnn"):
+        SACModule(dm.observation_shape, dm.action_low, dm.action_high, encoder_arch="simple2dcnn")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [({"gamma": 1.5}, "gamma"), ({"critic_lr": 0.0}, "critic_lr"), ({"tau": -0.1}, "tau")],
+)
+def test_bad_hyperparameters_are_named(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        SACModule((7,), [0.0, 0.0], [1.0, 1.0], **kwargs)
+
+
+def test_bad_data_parameters_are_named():
+    with pytest.raises(ValueError, match="num_envs"):
+        RolloutDataModule(num_envs=0)
+    with pytest.raises(ValueError, match="buffer_size"):
+        RolloutDataModule(num_envs=8, buffer_size=4)
+
+
+def test_same_seed_same_actions():
+    def first_actions(seed):
+        L.seed_everything(seed, verbose=False)
+        dm = RolloutDataModule(num_envs=3)
+        model = SACModule(dm.observation_shape, dm.action_low, dm.action_high)
+        obs = np.random.default_rng(0).random((3, 7)).astype(np.float32)
+        return model.act(obs)
+
+    np.testing.assert_array_equal(first_actions(1), first_actions(1))
+    assert not np.array_equal(first_actions(1), first_actions(2))

@@ -1,0 +1,5 @@
+"""Lightning callbacks."""
+
+from v2p.callbacks.economics import EconomicsCallback
+
+__all__ = ["EconomicsCallback"]

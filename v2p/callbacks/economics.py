@@ -1,0 +1,344 @@
+"""Finished shifts into the economics ledger and the logger (ECONOMICS.md sections 4 to 10).
+
+The contract with the rest of the system:
+
+- a training or validation batch has an ``episodes`` attribute: a sequence of
+  :class:`~v2p.data.episodes.EpisodeRecord` that finished since the previous batch (usually
+  empty); records whose ``shift`` is None come from envs without economics and are skipped;
+- ``training_step`` returns a mapping whose ``"shift_constraints"`` entry is a sequence of
+  ``(err_target, lam)`` pairs aligned one-to-one with ``batch.episodes``: the error target and
+  Lagrange multiplier in force for that shift after its dual-ascent update;
+- ``trainer.datamodule.source_names`` (a list of str), when present, names the
+  ``EpisodeRecord.source`` ids; without it every shift is from ``"platform"``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import Callback
+
+from v2p.data.episodes import ShiftCounts
+from v2p.economics import ConstantWage, CSVWage, LinearDriftWage, WageIndexer
+from v2p.economics._validate import check_int, check_scalar
+from v2p.economics.ledger import LedgerRow, LedgerWriter, ShiftAccountant
+
+_DEFAULT_SOURCE = "platform"
+# Columns not logged: text, and the step the logger already records every value against.
+_UNLOGGED_COLUMNS = frozenset({"source", "global_step"})
+
+
+def is_converged(
+    window: Sequence[tuple[float, float]],
+    convergence_window: int,
+    convergence_tol: float,
+    min_prod_parity: float,
+) -> bool:
+    """Whether the ``(prod_parity, wage_parity)`` evaluations, oldest first, show convergence.
+
+    Converged: the latest productivity parity is >= ``min_prod_parity``, and the window is full
+    (``convergence_window`` evaluations) with every wage parity within ``convergence_tol``
+    (relative) of the window's mean wage parity.
+    """
+    if len(window) < convergence_window:
+        return False
+    recent = window[-convergence_window:]
+    wage = [w for _, w in recent]
+    mean = sum(wage) / len(wage)
+    steady = all(abs(w - mean) <= convergence_tol * abs(mean) for w in wage)
+    return recent[-1][0] >= min_prod_parity and steady
+
+
+class EconomicsCallback(Callback):
+    """Accounts every finished shift into ``<log_dir>/<ledger_name>`` and logs ``econ/*``.
+
+    Args:
+        market_wage: the market wage series the human benchmark tracks (section 4); None is
+            ``ConstantWage(18.0)``.
+        w_h_init: starting human wage benchmark [$/hr], > 0.
+        alpha: smoothing weight of the market wage at each indexer update, in [0, 1].
+        inflation_adj: divide the smoothed wage by ``1 + inflation`` at each update.
+        inflation: inflation applied per indexer update, in [0, 1].
+        update_every: finished shifts per indexer update, >= 1.
+        mpl_smoothing: EMA weight of the newest shift's ``MP_r`` in the smoothed MPL whose change
+            is ``delta_mpl_total``, in (0, 1].
+        eps_parity: no spread unless wage parity > ``1 + eps_parity`` (section 5), >= 0.
+        base_fee: added to the customer's cost [$/hr] (section 6), >= 0.
+        floor_margin: lower bound on the customer's raw cost [$/hr] (section 6), >= 0.
+        convergence_window: evaluations whose wage parities must agree, >= 1.
+        convergence_tol: relative band around their mean the wage parities must lie in, >= 0.
+        min_prod_parity: productivity parity the latest evaluation must reach, >= 0.
+        ledger_name: file name of the ledger in the log directory; rank ``k > 0`` writes
+            ``<stem>.rank<k>.csv`` beside it, since each rank accounts its own envs' shifts.
+
+    Convergence is logged as ``econ/converged`` (1.0 or 0.0, averaged over ranks, so 1.0 means
+    every rank converged) at each validation epoch that had evaluation shifts. To stop on it use
+    ``EarlyStopping(monitor="econ/converged", mode="max", stopping_threshold=0.5,
+    patience=<at least the number of evaluations>)``: EarlyStopping stops on a *strict*
+    ``current > stopping_threshold``, so a threshold of 1.0 never fires, and its default
+    patience of 3 would stop a run that stays unconverged (0.0 is "no improvement").
+
+    Resume: the checkpointed state holds each rank's accountant, shift count, ledger path and
+    rows written. A resumed run reopens the stored path (even if the logger started a new
+    version folder) and cuts it back to the stored row count, so the shifts written after the
+    checkpoint are accounted again exactly once. Under DDP, :meth:`state_dict` gathers every
+    rank's state through ``trainer.strategy.broadcast``, so like ``Trainer.save_checkpoint`` it
+    must run on all ranks.
+    """
+
+    def __init__(
+        self,
+        market_wage: ConstantWage | LinearDriftWage | CSVWage | None = None,
+        w_h_init: float = 18.0,
+        alpha: float = 0.1,
+        inflation_adj: bool = True,
+        inflation: float = 0.02,
+        update_every: int = 100,
+        mpl_smoothing: float = 0.05,
+        eps_parity: float = 0.05,
+        base_fee: float = 0.0,
+        floor_margin: float = 0.0,
+        convergence_window: int = 5,
+        convergence_tol: float = 0.05,
+        min_prod_parity: float = 0.95,
+        ledger_name: str = "economics.csv",
+    ) -> None:
+        if market_wage is None:
+            market_wage = ConstantWage(18.0)
+        if not isinstance(market_wage, ConstantWage | LinearDriftWage | CSVWage):
+            raise ValueError(
+                "market_wage must be a ConstantWage, LinearDriftWage, CSVWage or None, "
+                f"got {market_wage!r}"
+            )
+        if not isinstance(inflation_adj, bool):
+            raise ValueError(f"inflation_adj must be a bool, got {inflation_adj!r}")
+        if (
+            not isinstance(ledger_name, str)
+            or Path(ledger_name).name != ledger_name
+            or Path(ledger_name).suffix != ".csv"
+        ):
+            raise ValueError(
+                f"ledger_name must be a plain file name ending in .csv, got {ledger_name!r}"
+            )
+        self.convergence_window = check_int("convergence_window", convergence_window, ge=1)
+        self.convergence_tol = check_scalar("convergence_tol", convergence_tol, ge=0)
+        self.min_prod_parity = check_scalar("min_prod_parity", min_prod_parity, ge=0)
+        self.ledger_name = ledger_name
+        # The indexer and accountant check their own arguments, each by the name used here.
+        check_scalar("w_h_init", w_h_init, gt=0)  # > 0: the deflation ratio divides by w_h
+        indexer = WageIndexer(market_wage, w_h_init, alpha, inflation_adj, inflation, update_every)
+        self._accountant = ShiftAccountant(
+            indexer, mpl_smoothing, eps_parity, base_fee, floor_margin
+        )
+
+        self._shifts = 0  # shifts accounted so far = the next row's episode index
+        self._ledger_path: str | None = None  # absolute; None until a fit opens a ledger
+        self._ledger_rows = 0  # rows this callback has in its ledger
+        self._window: list[tuple[float, float]] = []  # last (prod, wage) parity evaluations
+        self._writer: LedgerWriter | None = None
+        self._trainer: pl.Trainer | None = None
+        self._eval_shifts: list[ShiftCounts] = []  # of the current validation epoch
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(ledger_name=self.ledger_name)
+
+    @property
+    def accountant(self) -> ShiftAccountant:
+        return self._accountant
+
+    @property
+    def ledger_path(self) -> Path | None:
+        """The ledger this callback writes, once a fit has opened it."""
+        return None if self._ledger_path is None else Path(self._ledger_path)
+
+    @property
+    def converged(self) -> bool:
+        return is_converged(
+            self._window, self.convergence_window, self.convergence_tol, self.min_prod_parity
+        )
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._trainer = trainer
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # The ledger is opened here rather than in on_fit_start: strategies with
+        # restore_checkpoint_after_setup (FSDP, DeepSpeed) restore callback state after
+        # on_fit_start, but every strategy has restored it by on_train_start.
+        resuming = self._ledger_path is not None
+        path = Path(self._ledger_path) if resuming else self._new_ledger_path(trainer)
+        writer = LedgerWriter(path)
+        if resuming:
+            writer.truncate(self._ledger_rows)
+        elif writer.rows:
+            writer.close()
+            raise ValueError(
+                f"ledger {str(path)!r} already holds {writer.rows} shifts from another run; "
+                "resume that run with ckpt_path, or log to a new directory or ledger_name"
+            )
+        self._writer = writer
+        self._ledger_path = str(path.resolve())
+        self._ledger_rows = writer.rows
+
+    def _new_ledger_path(self, trainer: pl.Trainer) -> Path:
+        log_dir = trainer.log_dir or trainer.default_root_dir
+        name = Path(self.ledger_name)
+        rank = trainer.global_rank
+        return Path(log_dir) / (name.name if rank == 0 else f"{name.stem}.rank{rank}.csv")
+
+    def _close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._close()
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        self._close()
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._close()
+        self._trainer = None
+
+    # ------------------------------------------------------------------ training shifts
+
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        episodes = getattr(batch, "episodes", ())
+        finished = [(i, ep) for i, ep in enumerate(episodes) if ep.shift is not None]
+        if not finished:
+            return
+        constraints = outputs.get("shift_constraints") if isinstance(outputs, Mapping) else None
+        if constraints is None or len(constraints) != len(episodes):
+            found = "none" if constraints is None else f"{len(constraints)}"
+            raise ValueError(
+                "training_step must return a dict whose 'shift_constraints' holds one "
+                f"(err_target, lam) pair per entry of batch.episodes ({len(episodes)}); "
+                f"found {found}"
+            )
+        if self._writer is None:
+            raise RuntimeError("EconomicsCallback: the ledger is not open (on_train_start?)")
+        names = getattr(trainer.datamodule, "source_names", None)
+        row: LedgerRow | None = None
+        for i, episode in finished:
+            err_target, lam = constraints[i]
+            row = self._accountant.account(
+                episode.shift,
+                episode=self._shifts,
+                global_step=trainer.global_step,
+                source=self._source_name(names, episode.source),
+                err_target=float(err_target),
+                lam=float(lam),
+            )
+            self._writer.append(row)
+            self._shifts += 1
+            self._ledger_rows = self._writer.rows
+        assert row is not None
+        for column, value in row.columns().items():
+            if value is not None and column not in _UNLOGGED_COLUMNS:
+                pl_module.log(f"econ/{column}", value, on_step=True, on_epoch=False, batch_size=1)
+
+    @staticmethod
+    def _source_name(names: Sequence[str] | None, source: int) -> str:
+        if names is None:
+            return _DEFAULT_SOURCE
+        if not 0 <= source < len(names):
+            raise ValueError(
+                f"EpisodeRecord.source {source} has no name in datamodule.source_names {names}"
+            )
+        return str(names[source])
+
+    # ------------------------------------------------------------------ convergence
+
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._eval_shifts = []
+
+    def on_validation_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        episodes = getattr(batch, "episodes", ())
+        self._eval_shifts.extend(ep.shift for ep in episodes if ep.shift is not None)
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # The sanity check's batches are no evaluation of a trained policy: not counted.
+        if trainer.sanity_checking or not self._eval_shifts:
+            return
+        parities = [self._accountant.parities(shift) for shift in self._eval_shifts]
+        self._eval_shifts = []
+        prod = sum(p.prod_parity for p in parities) / len(parities)
+        wage = sum(p.wage_parity for p in parities) / len(parities)
+        self._window = [*self._window, (prod, wage)][-self.convergence_window :]
+        # sync_dist: every rank runs the same validation schedule, so these are collective-safe;
+        # the training-shift logs above are not (ranks finish shifts at different steps).
+        metrics = {
+            "val/prod_parity": prod,
+            "val/wage_parity": wage,
+            "econ/converged": float(self.converged),
+        }
+        for key, value in metrics.items():
+            pl_module.log(key, value, on_step=False, on_epoch=True, sync_dist=True, batch_size=1)
+
+    # ------------------------------------------------------------------ checkpoint state
+
+    def _rank_state(self) -> dict[str, Any]:
+        return {
+            "accountant": self._accountant.state_dict(),
+            "shifts": self._shifts,
+            "ledger_rows": self._ledger_rows,
+            "ledger_path": self._ledger_path,
+            "window": [[prod, wage] for prod, wage in self._window],
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """Every rank's accounting state, as plain python values (``weights_only`` loadable).
+
+        ``{"world_size": W, "ranks": [state of rank 0, ..., state of rank W-1]}``. Lightning
+        writes only rank 0's copy of a checkpoint, so under DDP the ranks' states are gathered
+        here (a collective: :meth:`Trainer.save_checkpoint` already runs on every rank).
+        """
+        own = self._rank_state()
+        trainer = self._trainer
+        if trainer is None or trainer.world_size == 1:
+            return {"world_size": 1, "ranks": [own]}
+        ranks = [trainer.strategy.broadcast(own, src=k) for k in range(trainer.world_size)]
+        return {"world_size": trainer.world_size, "ranks": ranks}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore this rank's state from :meth:`state_dict`'s output.
+
+        The rank is the attached trainer's (Lightning calls this after ``setup``), else 0.
+        """
+        trainer = self._trainer
+        world_size = 1 if trainer is None else trainer.world_size
+        rank = 0 if trainer is None else trainer.global_rank
+        if state_dict["world_size"] != world_size:
+            raise ValueError(
+                f"the checkpoint's economics state is from {state_dict['world_size']} ranks; "
+                f"resuming on {world_size} would split shifts across ledgers differently"
+            )
+        state = state_dict["ranks"][rank]
+        self._accountant.load_state_dict(state["accountant"])
+        self._shifts = check_int("state['shifts']", state["shifts"], ge=0)
+        self._ledger_rows = check_int("state['ledger_rows']", state["ledger_rows"], ge=0)
+        self._ledger_path = state["ledger_path"]
+        self._window = [(float(prod), float(wage)) for prod, wage in state["window"]]

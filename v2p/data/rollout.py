@@ -1,0 +1,395 @@
+"""RolloutDataModule: batched envs and a replay buffer, stepped by the policy being trained.
+
+Acting happens in the main process (DESIGN.md: a dataloader worker would hold a stale copy of
+the buffer). The training dataloader yields lightweight *tickets*; each ticket becomes a batch
+in :meth:`RolloutDataModule.on_before_batch_transfer`, which Lightning calls when the batch is
+consumed, right before ``training_step``. Stepping the envs there rather than in the
+dataloader's iterator matters because Lightning prefetches one batch ahead: a checkpoint taken
+after update k would otherwise already contain the env steps of update k + 1, and a resumed run
+would not retrace the uninterrupted one.
+
+An epoch is ``updates_per_epoch`` gradient updates, so validation (deterministic evaluation
+episodes on separate envs) and checkpointing run on a schedule although the stream is endless.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import gymnasium as gym
+import lightning as L
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode
+from lightning_utilities.core.apply_func import apply_to_collection
+from torch.utils.data import DataLoader, IterableDataset
+
+from v2p.data.episodes import EpisodeRecord, EpisodeTracker, ShiftCounts
+from v2p.data.replay import ReplayBuffer, ReplaySample
+
+
+class RolloutBatch(NamedTuple):
+    """One training batch: a replay sample and the episodes that finished since the last one."""
+
+    sample: ReplaySample
+    episodes: tuple[EpisodeRecord, ...]
+
+
+class EvalBatch(NamedTuple):
+    """The deterministic evaluation episodes of one validation run."""
+
+    episodes: tuple[EpisodeRecord, ...]
+
+
+class _Ticket:
+    """Stands for one training batch until it is consumed (see the module docstring)."""
+
+
+class _TicketStream(IterableDataset):
+    def __init__(self, datamodule: RolloutDataModule) -> None:
+        self.datamodule = datamodule
+
+    def __len__(self) -> int:  # a known total for the progress bar
+        return self.datamodule.updates_per_epoch
+
+    def __iter__(self):
+        dm = self.datamodule
+        if dm._updates_in_epoch >= dm.updates_per_epoch:
+            dm._updates_in_epoch = 0
+        # A run resumed mid-epoch finishes the epoch it was in.
+        for _ in range(dm.updates_per_epoch - dm._updates_in_epoch):
+            yield _Ticket()
+
+
+class _EvaluationRun(IterableDataset):
+    def __init__(self, datamodule: RolloutDataModule) -> None:
+        self.datamodule = datamodule
+
+    def __len__(self) -> int:
+        return 1
+
+    def __iter__(self):
+        yield self.datamodule.evaluate()
+
+
+def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None) -> gym.Env:
+    """``gymnasium.make`` with errors that name the env id and the bad argument."""
+    import v2p.envs  # noqa: F401  (registers the v2p ids)
+
+    kwargs = dict(env_kwargs or {})
+    try:
+        return gym.make(env_id, **kwargs)
+    except gym.error.Error as e:
+        known = ", ".join(sorted(i for i in gym.registry if i.startswith("v2p/")))
+        raise ValueError(f"cannot make env {env_id!r}: {e}. V2P ids: {known}") from e
+    except TypeError as e:
+        raise ValueError(f"bad env_kwargs {kwargs!r} for env {env_id!r}: {e}") from e
+
+
+def make_vector_env(env_id: str, num_envs: int, env_kwargs: dict[str, Any] | None = None):
+    """N copies of ``env_id`` with same-step autoreset, batched natively where the env can."""
+    kwargs = dict(env_kwargs or {})
+    spec = gym.spec(env_id)
+    if spec.vector_entry_point is not None:
+        envs = gym.make_vec(env_id, num_envs=num_envs, **kwargs)
+    else:
+        envs = gym.make_vec(
+            env_id,
+            num_envs=num_envs,
+            vectorization_mode="sync",
+            vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
+            **kwargs,
+        )
+    mode = envs.metadata.get("autoreset_mode")
+    if mode != AutoresetMode.SAME_STEP:
+        raise ValueError(f"{env_id!r} vector env autoresets in mode {mode}, expected SAME_STEP")
+    return envs
+
+
+def _to_checkpoint(state: Any) -> Any:
+    """numpy arrays -> tensors, so checkpoints load with ``torch.load(weights_only=True)``."""
+    return apply_to_collection(state, np.ndarray, torch.from_numpy)
+
+
+def _from_checkpoint(state: Any) -> Any:
+    return apply_to_collection(state, torch.Tensor, lambda t: t.numpy())
+
+
+class RolloutDataModule(L.LightningDataModule):
+    """Envs, replay and evaluation for off-policy training of any Box-action gymnasium env.
+
+    Args:
+        env_id: a gymnasium id, e.g. ``v2p/Dishwashing-v0`` or ``Pendulum-v1``.
+        env_kwargs: constructor keyword arguments of the env (the task parameters).
+        num_envs: envs stepped together per collection step.
+        buffer_size: replay capacity in transitions.
+        batch_size: transitions per gradient update.
+        warmup_steps: env steps with uniform random actions before the first update.
+        updates_per_step: gradient updates per collection step (of ``num_envs`` env steps);
+            ``updates_per_step == num_envs`` is one update per env step.
+        updates_per_epoch: gradient updates per epoch, then evaluation and checkpointing.
+        eval_episodes: deterministic evaluation episodes per validation, one per eval env.
+        source_name: the data source of these envs (the platform's own site by default).
+    """
+
+    def __init__(
+        self,
+        env_id: str = "v2p/Dishwashing-v0",
+        env_kwargs: dict[str, Any] | None = None,
+        num_envs: int = 4,
+        buffer_size: int = 100_000,
+        batch_size: int = 256,
+        warmup_steps: int = 1_000,
+        updates_per_step: int = 4,
+        updates_per_epoch: int = 1_000,
+        eval_episodes: int = 8,
+        source_name: str = "platform",
+    ) -> None:
+        super().__init__()
+        for name, value in (
+            ("num_envs", num_envs),
+            ("buffer_size", buffer_size),
+            ("batch_size", batch_size),
+            ("updates_per_step", updates_per_step),
+            ("updates_per_epoch", updates_per_epoch),
+            ("eval_episodes", eval_episodes),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be an int >= 0, got {warmup_steps!r}")
+        if buffer_size < num_envs:
+            raise ValueError(f"buffer_size ({buffer_size}) must be >= num_envs ({num_envs})")
+        self.save_hyperparameters()
+        self.env_id = env_id
+        self.env_kwargs = dict(env_kwargs or {})
+        self.num_envs = num_envs
+        self.buffer_size = buffer_size
+        self.batch_size = batch_size
+        self.warmup_steps = max(warmup_steps, batch_size)  # never sample more than is stored
+        self.updates_per_step = updates_per_step
+        self.updates_per_epoch = updates_per_epoch
+        self.eval_episodes = eval_episodes
+        self.source_names = [source_name]
+
+        probe = make_env(env_id, self.env_kwargs)  # fails here, at configuration, on a bad id
+        obs_space, action_space = probe.observation_space, probe.action_space
+        probe.close()
+        if not isinstance(obs_space, gym.spaces.Box):
+            raise ValueError(f"{env_id!r} has observation space {obs_space}; expected a Box")
+        if not isinstance(action_space, gym.spaces.Box) or len(action_space.shape) != 1:
+            raise ValueError(f"{env_id!r} has action space {action_space}; expected a 1-D Box")
+        if not (np.isfinite(action_space.low).all() and np.isfinite(action_space.high).all()):
+            raise ValueError(f"{env_id!r} has an unbounded action space {action_space}")
+        self.observation_shape: tuple[int, ...] = tuple(obs_space.shape)
+        self.obs_dtype = np.uint8 if obs_space.dtype == np.uint8 else np.float32
+        # uint8 (T, C, H, W) observations are frame histories: store each frame once.
+        is_clip = self.obs_dtype == np.uint8 and len(self.observation_shape) == 4
+        self.frame_stack = self.observation_shape[0] if is_clip else None
+        self.action_low: list[float] = action_space.low.astype(float).tolist()
+        self.action_high: list[float] = action_space.high.astype(float).tolist()
+
+        self.envs = None
+        self.buffer: ReplayBuffer | None = None
+        self.env_steps = 0
+        self._updates_in_epoch = 0
+        self._pending_updates = 0
+        self._pending_episodes: list[EpisodeRecord] = []
+
+    # ------------------------------------------------------------------ setup
+
+    def setup(self, stage: str) -> None:
+        if self.buffer is not None:
+            return
+        rank = self.trainer.global_rank if self.trainer is not None else 0
+        # Every seed derives from the one seed_everything() set, offset by rank under DDP.
+        seeds = np.random.SeedSequence([torch.initial_seed() % 2**63, rank]).generate_state(3)
+        self._rng = np.random.default_rng(int(seeds[0]))
+        self._eval_seed = int(seeds[2])
+        self.envs = make_vector_env(self.env_id, self.num_envs, self.env_kwargs)
+        self._obs, _ = self.envs.reset(seed=int(seeds[1]))
+        self._episode_start = np.ones(self.num_envs, dtype=bool)
+        self._tracker = EpisodeTracker(self.num_envs, np.zeros(self.num_envs, dtype=np.int64))
+        self.buffer = ReplayBuffer(
+            capacity=self.buffer_size,
+            num_envs=self.num_envs,
+            obs_shape=self.observation_shape,
+            action_dim=len(self.action_low),
+            obs_dtype=self.obs_dtype,
+            frame_stack=self.frame_stack,
+        )
+
+    def teardown(self, stage: str) -> None:
+        if self.envs is not None and stage == "fit":
+            self.envs.close()
+
+    # ------------------------------------------------------------ dataloaders
+
+    # num_workers must stay 0: a worker would copy the buffer and never see new transitions.
+    # Each loader gets a generator of its own because creating a DataLoader iterator draws a
+    # seed from the global torch RNG; a run resumed mid-epoch creates one more iterator than the
+    # uninterrupted run, which would shift every later policy sample.
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(
+            _TicketStream(self), batch_size=None, num_workers=0, generator=torch.Generator()
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(
+            _EvaluationRun(self), batch_size=None, num_workers=0, generator=torch.Generator()
+        )
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if isinstance(batch, _Ticket):
+            return self._next_training_batch()
+        return batch
+
+    def _next_training_batch(self) -> RolloutBatch:
+        while self.env_steps < self.warmup_steps:
+            self.collect(random_actions=True)
+        if self._pending_updates == 0:
+            self.collect(random_actions=False)
+            self._pending_updates = self.updates_per_step
+        self._pending_updates -= 1
+        self._updates_in_epoch += 1
+        sample = self.buffer.sample(self.batch_size, self._rng)
+        episodes, self._pending_episodes = tuple(self._pending_episodes), []
+        return RolloutBatch(sample, episodes)
+
+    # ------------------------------------------------------------- rollouts
+
+    def _policy(self):
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        if module is None or not hasattr(module, "act"):
+            raise RuntimeError("RolloutDataModule needs a LightningModule with an act() method")
+        return module.act
+
+    def collect(self, random_actions: bool = False) -> None:
+        """Step every env once and store the transitions."""
+        if random_actions:
+            low, high = np.asarray(self.action_low), np.asarray(self.action_high)
+            actions = self._rng.uniform(low, high, (self.num_envs, low.size))
+        else:
+            actions = self._policy()(self._obs, deterministic=False)
+        actions = np.asarray(actions, dtype=np.float32)
+        if not np.isfinite(actions).all():
+            raise FloatingPointError(
+                f"the policy produced non-finite actions (NaN or inf) after {self.env_steps} env "
+                "steps: its weights have diverged. Resume from the last checkpoint with lower "
+                "learning rates or reward_scale."
+            )
+        next_obs, reward, terminated, truncated, info = self.envs.step(actions)
+        reward = np.asarray(reward, dtype=np.float32)
+        if not np.isfinite(reward).all():
+            bad = int(np.flatnonzero(~np.isfinite(reward))[0])
+            raise ValueError(
+                f"env {self.env_id!r} returned a non-finite reward {reward[bad]} (env {bad})"
+            )
+        done = np.logical_or(terminated, truncated)
+        final_obs = next_obs
+        if done.any():
+            # Same-step autoreset: next_obs already starts the next episode for done envs.
+            final_obs = next_obs.copy()
+            final_obs[done] = np.stack(list(info["final_obs"][done]))
+        err = np.asarray(info.get("err_rate", np.zeros(self.num_envs)), dtype=np.float32)
+        self.buffer.add(
+            self._obs,
+            actions,
+            reward,
+            err,
+            final_obs.astype(self.obs_dtype, copy=False),
+            np.asarray(terminated, dtype=np.float32),
+            np.zeros(self.num_envs, dtype=np.int64),
+            episode_start=self._episode_start,
+        )
+        self._pending_episodes.extend(self._tracker.step(reward, done, info))
+        self._obs = next_obs
+        self._episode_start = done
+        self.env_steps += self.num_envs
+
+    def evaluate(self) -> EvalBatch:
+        """One deterministic episode on each of ``eval_episodes`` separate envs.
+
+        The eval envs are reset with the same seed every time, so successive evaluations
+        differ only by the policy.
+        """
+        if not hasattr(self, "_eval_envs"):
+            self._eval_envs = make_vector_env(self.env_id, self.eval_episodes, self.env_kwargs)
+        envs = self._eval_envs
+        obs, _ = envs.reset(seed=self._eval_seed)
+        tracker = EpisodeTracker(self.eval_episodes, np.zeros(self.eval_episodes, np.int64))
+        finished: dict[int, EpisodeRecord] = {}
+        act = self._policy()
+        while len(finished) < self.eval_episodes:
+            actions = np.asarray(act(obs, deterministic=True), dtype=np.float32)
+            obs, reward, terminated, truncated, info = envs.step(actions)
+            done = np.logical_or(terminated, truncated)
+            for record in tracker.step(np.asarray(reward, np.float64), done, info):
+                finished.setdefault(record.env_index, record)
+        return EvalBatch(tuple(finished[i] for i in sorted(finished)))
+
+    # ---------------------------------------------------------- checkpointing
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything exact resume needs: env states, RNG, counters, pending episodes, replay.
+
+        The replay goes to a side file when the trainer uses :class:`ReplayCheckpointIO`; the
+        entry holds the live buffer until that plugin writes it out.
+        """
+        if self.buffer is None:
+            return {}
+        from v2p.data.checkpoint_io import ReplayCheckpointIO
+
+        uses_side_file = isinstance(self.trainer.strategy.checkpoint_io, ReplayCheckpointIO)
+        env_state = self.envs.state_dict() if hasattr(self.envs, "state_dict") else None
+        state = {
+            "env": env_state,
+            "obs": self._obs,
+            "episode_start": self._episode_start,
+            "tracker": self._tracker.state_dict(),
+            "rng": self._rng.bit_generator.state,
+            "env_steps": self.env_steps,
+            "updates_in_epoch": self._updates_in_epoch,
+            "pending_updates": self._pending_updates,
+            "pending_episodes": [_record_to_dict(r) for r in self._pending_episodes],
+        }
+        state = _to_checkpoint(state)
+        state["replay"] = (
+            self.buffer if uses_side_file else _to_checkpoint(self.buffer.state_dict())
+        )
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if not state:
+            return
+        if self.buffer is None:
+            raise RuntimeError("load_state_dict before setup(): the buffer does not exist yet")
+        state = _from_checkpoint(state)
+        self.buffer.load_state_dict(state["replay"])
+        if state["env"] is not None:
+            self.envs.load_state_dict(state["env"])
+        else:  # an env without state_dict restarts its episodes: resume is then not exact
+            self._obs, _ = self.envs.reset(seed=int(self._rng.integers(2**31)))
+            state["episode_start"] = np.ones(self.num_envs, dtype=bool)
+            state["obs"] = self._obs
+            state["tracker"] = EpisodeTracker(self.num_envs, np.zeros(self.num_envs)).state_dict()
+        self._obs = state["obs"]
+        self._episode_start = state["episode_start"]
+        self._tracker.load_state_dict(state["tracker"])
+        self._rng.bit_generator.state = state["rng"]
+        self.env_steps = int(state["env_steps"])
+        self._updates_in_epoch = int(state["updates_in_epoch"])
+        self._pending_updates = int(state["pending_updates"])
+        self._pending_episodes = [_record_from_dict(d) for d in state["pending_episodes"]]
+
+
+def _record_to_dict(record: EpisodeRecord) -> dict[str, Any]:
+    data = record._asdict()
+    data["shift"] = None if record.shift is None else record.shift._asdict()
+    return data
+
+
+def _record_from_dict(data: dict[str, Any]) -> EpisodeRecord:
+    shift = data["shift"]
+    return EpisodeRecord(**{**data, "shift": None if shift is None else ShiftCounts(**shift)})

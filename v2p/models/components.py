@@ -1,0 +1,85 @@
+"""Actor and twin critic of Soft Actor-Critic: plain nn.Modules over the encoder's latent ``z``.
+
+The policy is modality-agnostic: both networks see only ``z`` (B, latent_dim), never the
+observation, so state, video and physics tasks differ only in the encoder.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+# Bounds of the Gaussian's log standard deviation, as in CleanRL sac_continuous_action.py.
+LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
+
+
+def mlp(in_dim: int, out_dim: int, hidden_dim: int, hidden_layers: int) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(hidden_layers):
+        layers += [nn.Linear(in_dim if i == 0 else hidden_dim, hidden_dim), nn.ReLU()]
+    layers.append(nn.Linear(hidden_dim if hidden_layers else in_dim, out_dim))
+    return nn.Sequential(*layers)
+
+
+class Actor(nn.Module):
+    """Tanh-squashed Gaussian policy, rescaled to the action box ``[low, high]``."""
+
+    def __init__(
+        self,
+        latent_dim: int,
+        action_low: torch.Tensor,
+        action_high: torch.Tensor,
+        hidden_dim: int = 256,
+        hidden_layers: int = 2,
+    ) -> None:
+        super().__init__()
+        action_dim = action_low.numel()
+        self.net = mlp(latent_dim, 2 * action_dim, hidden_dim, hidden_layers)
+        # Constants live in buffers so Lightning moves them with the module.
+        self.register_buffer("action_scale", (action_high - action_low) / 2.0)
+        self.register_buffer("action_bias", (action_high + action_low) / 2.0)
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, log_std = self.net(z).chunk(2, dim=-1)  # (B, A) each
+        log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (torch.tanh(log_std) + 1)
+        return mean, log_std
+
+    def sample(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A reparameterised action (B, A) in the box and its log-probability (B,)."""
+        mean, log_std = self(z)
+        std = log_std.exp()
+        u = mean + std * torch.randn_like(mean)
+        squashed = torch.tanh(u)
+        # Gaussian log-density minus the log-det of tanh and of the affine rescale
+        # (SAC paper, Haarnoja et al. 2018, appendix C); softplus form for stability.
+        log_prob = (
+            -0.5 * ((u - mean) / std).pow(2)
+            - log_std
+            - 0.5 * math.log(2 * math.pi)
+            - 2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))
+            - self.action_scale.log()
+        ).sum(-1)
+        return squashed * self.action_scale + self.action_bias, log_prob
+
+    def deterministic(self, z: torch.Tensor) -> torch.Tensor:
+        """The mean action (B, A) in the box: what evaluation runs."""
+        mean, _ = self(z)
+        return torch.tanh(mean) * self.action_scale + self.action_bias
+
+
+class TwinCritic(nn.Module):
+    """Two Q-networks ``Q(z, a)``; the minimum curbs overestimation (TD3, Fujimoto et al. 2018)."""
+
+    def __init__(
+        self, latent_dim: int, action_dim: int, hidden_dim: int = 256, hidden_layers: int = 2
+    ) -> None:
+        super().__init__()
+        self.q1 = mlp(latent_dim + action_dim, 1, hidden_dim, hidden_layers)
+        self.q2 = mlp(latent_dim + action_dim, 1, hidden_dim, hidden_layers)
+
+    def forward(self, z: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        za = torch.cat([z, action], dim=-1)  # (B, latent_dim + A)
+        return self.q1(za).squeeze(-1), self.q2(za).squeeze(-1)  # (B,), (B,)

@@ -1,0 +1,346 @@
+"""Soft Actor-Critic on a shared encoder, with the Lagrangian quality constraint.
+
+Reads top to bottom like CleanRL's ``sac_continuous_action.py``; the differences, each for a
+reason:
+
+- One optimiser over three parameter groups (encoder + critic, actor, temperature) and one
+  backward pass of the summed losses. The three losses touch disjoint parameters (the actor
+  sees a detached latent and a frozen view of the critic; the temperature loss a detached
+  log-prob), so this equals three separate steps with the actor reading the pre-update
+  critic, as in the simultaneous updates of jaxrl. It also makes ``trainer.global_step``
+  count gradient updates: with several optimisers Lightning counts every ``step()``
+  (Lightning issue 17958), and ``max_steps`` would stop early.
+- The critic loss trains the encoder; the actor and the temperature see ``z.detach()`` (the
+  SAC-AE pattern, Yarats et al. 2019), which also avoids DDP's unused-parameter errors.
+- Next-state latents come from the online encoder without gradient and feed target critic
+  heads (DrQ-v2), so each update runs the encoder twice, not three times.
+- The reward is ``profit - lambda * max(0, err - e*)`` with the *current* lambda and target
+  (ECONOMICS.md section 3); replay stores profit and error separately for that reason.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+from collections.abc import Sequence
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.func import functional_call
+from torch.nn import functional as F
+
+from v2p.data.rollout import EvalBatch, RolloutBatch
+from v2p.economics import DualAscent, error_rate, sla_target
+from v2p.encoders import build_encoder
+from v2p.models.components import Actor, TwinCritic
+
+
+class SACModule(L.LightningModule):
+    """SAC over ``z = encoder(obs)``; the policy never sees the observation's modality.
+
+    Args:
+        observation_shape, action_low, action_high: the env's spaces (linked from the data
+            module by the CLI).
+        encoder_arch: ``mlp | simple2dcnn | simple3dcnn | r3d18``.
+        latent_dim: size of ``z``.
+        encoder_hidden_dim: hidden width of the MLP encoder.
+        encoder_channels: base channels of the simple CNN encoders.
+        encoder_weights_path: local R3D-18 weights file (never downloaded).
+        hidden_dim, hidden_layers: actor and critic MLPs.
+        gamma: discount factor.
+        tau: Polyak rate of the target critic.
+        critic_lr, actor_lr, alpha_lr: learning rates of the three parameter groups.
+        init_alpha: initial entropy temperature.
+        target_entropy: entropy target; None = -action_dim (SAC paper).
+        reward_scale: multiplies the (penalised) reward; profit is O(10) $/hr.
+        lambda_init, dual_lr: Lagrange multiplier start and dual-ascent rate ``eta``.
+        err_target_init, err_target_final, curriculum_episodes: the error-target curriculum.
+        finite_check_every: updates between checks that the losses are finite (a host sync).
+    """
+
+    def __init__(
+        self,
+        observation_shape: Sequence[int],
+        action_low: Sequence[float],
+        action_high: Sequence[float],
+        encoder_arch: str = "mlp",
+        latent_dim: int = 64,
+        encoder_hidden_dim: int = 256,
+        encoder_channels: int = 32,
+        encoder_weights_path: str | None = None,
+        hidden_dim: int = 256,
+        hidden_layers: int = 2,
+        gamma: float = 0.99,
+        tau: float = 0.005,
+        critic_lr: float = 3e-4,
+        actor_lr: float = 3e-4,
+        alpha_lr: float = 3e-4,
+        init_alpha: float = 0.1,
+        target_entropy: float | None = None,
+        reward_scale: float = 1.0,
+        lambda_init: float = 0.0,
+        dual_lr: float = 0.01,
+        err_target_init: float = 0.10,
+        err_target_final: float = 0.06,
+        curriculum_episodes: int = 600,
+        finite_check_every: int = 100,
+    ) -> None:
+        super().__init__()
+        _check_range("gamma", gamma, 0.0, 1.0)
+        _check_range("tau", tau, 0.0, 1.0)
+        for name, value in (
+            ("critic_lr", critic_lr),
+            ("actor_lr", actor_lr),
+            ("alpha_lr", alpha_lr),
+            ("init_alpha", init_alpha),
+            ("reward_scale", reward_scale),
+        ):
+            if not (np.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be finite and > 0, got {value!r}")
+        if len(action_low) != len(action_high) or not len(action_low):
+            raise ValueError(f"action_low {action_low} and action_high {action_high} must match")
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+
+        low = torch.as_tensor(action_low, dtype=torch.float32)
+        high = torch.as_tensor(action_high, dtype=torch.float32)
+        action_dim = low.numel()
+        self.encoder = build_encoder(
+            encoder_arch,
+            observation_shape,
+            latent_dim=latent_dim,
+            hidden_dim=encoder_hidden_dim,
+            channels=encoder_channels,
+            weights_path=encoder_weights_path,
+        )
+        self.actor = Actor(latent_dim, low, high, hidden_dim, hidden_layers)
+        self.critic = TwinCritic(latent_dim, action_dim, hidden_dim, hidden_layers)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.log_alpha = torch.nn.Parameter(torch.tensor(float(np.log(init_alpha))))
+        self.target_entropy = -float(action_dim) if target_entropy is None else target_entropy
+
+        # The constraint's current state, as buffers so the update reads it without a sync
+        # and checkpoints carry it.
+        self.register_buffer("lagrange", torch.tensor(float(lambda_init)))
+        self.register_buffer("err_target", torch.tensor(float(err_target_init)))
+        self.register_buffer("_nonfinite", torch.tensor(False), persistent=False)
+        self.dual = DualAscent(lambda_init=lambda_init, eta=dual_lr)
+        self.shifts_seen = 0
+
+    # ----------------------------------------------------------------- acting
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
+        """Actions (N, A) for a batch of observations (N, *obs_shape) from the envs."""
+        z = self.encoder(torch.as_tensor(obs, device=self.device))
+        action = self.actor.deterministic(z) if deterministic else self.actor.sample(z)[0]
+        return action.cpu().numpy()
+
+    # ---------------------------------------------------------------- updates
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        hp = self.hparams
+        return torch.optim.Adam(
+            [
+                {
+                    "params": [*self.encoder.parameters(), *self.critic.parameters()],
+                    "lr": hp.critic_lr,
+                },
+                {"params": self.actor.parameters(), "lr": hp.actor_lr},
+                {"params": [self.log_alpha], "lr": hp.alpha_lr},
+            ]
+        )
+
+    def training_step(self, batch: RolloutBatch, batch_idx: int) -> dict[str, Any]:
+        metrics = self.update(batch)
+        # self.log costs milliseconds per call, as much as an update of a small network, so the
+        # update metrics are handed to Lightning only on the steps its logger writes anyway.
+        if self.global_step % self.trainer.log_every_n_steps == 0:
+            self.log_dict(
+                {f"train/{k}": v for k, v in metrics.items()}, on_step=True, on_epoch=False
+            )
+        constraints = self.account_finished_shifts(batch)
+        if self.global_step % self.hparams.finite_check_every == 0:
+            self.check_finite()
+        return {"shift_constraints": constraints}
+
+    def update(self, batch: RolloutBatch) -> dict[str, torch.Tensor]:
+        """One SAC gradient update on a replay sample; returns detached metrics."""
+        hp = self.hparams
+        s = batch.sample
+        alpha = self.log_alpha.exp().detach()
+        penalty = self.lagrange * F.relu(s.err - self.err_target)  # (B,)
+        reward = hp.reward_scale * (s.reward - penalty)
+
+        with torch.no_grad():
+            z_next = self.encoder(s.next_obs)
+            next_action, next_log_prob = self.actor.sample(z_next)
+            q1_next, q2_next = self.critic_target(z_next, next_action)
+            soft_value = torch.min(q1_next, q2_next) - alpha * next_log_prob
+            target_q = reward + hp.gamma * (1.0 - s.terminated) * soft_value  # (B,)
+
+        z = self.encoder(s.obs)  # (B, latent_dim), trained by the critic loss only
+        q1, q2 = self.critic(z, s.action)
+        critic_loss = F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)
+
+        z_actor = z.detach()
+        action, log_prob = self.actor.sample(z_actor)
+        # The critic as a pure function of detached weights: the actor loss moves the actor only.
+        frozen = {k: v.detach() for k, v in self.critic.named_parameters()}
+        q1_pi, q2_pi = functional_call(self.critic, frozen, (z_actor, action))
+        actor_loss = (alpha * log_prob - torch.min(q1_pi, q2_pi)).mean()
+        alpha_loss = -(self.log_alpha * (log_prob.detach() + self.target_entropy)).mean()
+
+        optimizer = self.optimizers()
+        optimizer.zero_grad(set_to_none=True)
+        total = critic_loss + actor_loss + alpha_loss
+        self.manual_backward(total)
+        optimizer.step()
+        self._soft_update_target()
+        self._nonfinite |= ~torch.isfinite(total)  # checked later, without a sync here
+
+        return {
+            "critic_loss": critic_loss.detach(),
+            "actor_loss": actor_loss.detach(),
+            "alpha_loss": alpha_loss.detach(),
+            "alpha": alpha,
+            "q": q1.detach().mean(),
+            "entropy": -log_prob.detach().mean(),
+            "penalty": penalty.mean(),
+        }
+
+    @torch.no_grad()
+    def _soft_update_target(self) -> None:
+        online = list(self.critic.parameters())
+        target = list(self.critic_target.parameters())
+        torch._foreach_lerp_(target, online, self.hparams.tau)
+
+    def check_finite(self) -> None:
+        """Stop with a clear error once any loss was NaN or inf (one host sync).
+
+        Raised before a checkpoint is written too (:meth:`on_save_checkpoint`), so the last
+        checkpoint on disk is the last good one.
+        """
+        if bool(self._nonfinite):
+            raise FloatingPointError(
+                f"a SAC loss became NaN or inf by update {self.global_step}; training stopped "
+                "and no checkpoint was written after it. Lower the learning rates or "
+                "reward_scale, and resume from the last checkpoint."
+            )
+
+    # ------------------------------------------------------------- constraint
+
+    def account_finished_shifts(self, batch: RolloutBatch) -> list[tuple[float, float]]:
+        """Dual ascent once per finished shift (ECONOMICS.md section 3).
+
+        Returns the (error target, lambda) in force after each episode of ``batch``, in order,
+        for the economics ledger.
+        """
+        constraints = []
+        for record in batch.episodes:
+            target = self.err_target_value  # the target this shift was held to
+            if record.shift is not None:
+                err = float(error_rate(record.shift.errors, record.shift.attempts))
+                self.dual.update(err, target)
+                self.shifts_seen += 1
+            constraints.append((target, self.dual.value))
+        if batch.episodes:
+            self._sync_constraint_buffers()
+            returns = [r.episode_return for r in batch.episodes]
+            self.log("train/episode_return", float(np.mean(returns)), on_step=True, on_epoch=False)
+            self.log("train/lambda", self.dual.value, on_step=True, on_epoch=False)
+            self.log("train/err_target", self.err_target_value, on_step=True, on_epoch=False)
+        return constraints
+
+    @property
+    def err_target_value(self) -> float:
+        """The error target for the next shift, from the curriculum."""
+        hp = self.hparams
+        return float(
+            sla_target(
+                self.shifts_seen, hp.err_target_init, hp.err_target_final, hp.curriculum_episodes
+            )
+        )
+
+    def _sync_constraint_buffers(self) -> None:
+        # fill_ with a python float: a host-to-device copy, no device-to-host sync.
+        self.lagrange.fill_(self.dual.value)
+        self.err_target.fill_(self.err_target_value)
+
+    # ------------------------------------------------------------- evaluation
+
+    def validation_step(self, batch: EvalBatch, batch_idx: int) -> None:
+        episodes = batch.episodes
+        metrics = {
+            "val/episode_return": np.mean([e.episode_return for e in episodes]),
+            "val/profit": np.mean([e.episode_return / e.length for e in episodes]),
+        }
+        shifts = [e.shift for e in episodes if e.shift is not None]
+        if shifts:
+            metrics["val/err_rate"] = np.mean([error_rate(s.errors, s.attempts) for s in shifts])
+            metrics["val/expected_profit"] = np.mean([s.expected_profit for s in shifts])
+            metrics["val/expected_err_rate"] = np.mean(
+                [s.expected_errors / max(s.expected_attempts, 1e-12) for s in shifts]
+            )
+        self.log_dict(
+            {k: float(v) for k, v in metrics.items()},
+            on_step=False,
+            on_epoch=True,
+            sync_dist=True,
+            batch_size=len(episodes),
+        )
+
+    # ---------------------------------------------------------- checkpointing
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.check_finite()
+        checkpoint["v2p_sac"] = {
+            "dual": self.dual.state_dict(),
+            "shifts_seen": self.shifts_seen,
+            # Every RNG the run draws from, for exact resume (DESIGN.md).
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy_rng": _numpy_global_state_to_checkpoint(),
+            "python_rng": random.getstate(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("v2p_sac")
+        if state is None:
+            raise ValueError("checkpoint has no 'v2p_sac' entry: it was not written by SACModule")
+        self.dual.load_state_dict(state["dual"])
+        self.shifts_seen = int(state["shifts_seen"])
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        np.random.set_state(_numpy_global_state_from_checkpoint(state["numpy_rng"]))  # noqa: NPY002
+        random.setstate(_as_tuples(state["python_rng"]))
+
+
+def _check_range(name: str, value: float, low: float, high: float) -> None:
+    if not (np.isfinite(value) and low <= value <= high):
+        raise ValueError(f"{name} must be in [{low}, {high}], got {value!r}")
+
+
+def _numpy_global_state_to_checkpoint() -> dict[str, Any]:
+    # The legacy global generator: V2P draws from its own Generators, but code it calls may not.
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()  # noqa: NPY002
+    return {
+        "kind": kind,
+        "keys": torch.from_numpy(keys.astype(np.int64)),
+        "pos": pos,
+        "has_gauss": has_gauss,
+        "gauss": gauss,
+    }
+
+
+def _numpy_global_state_from_checkpoint(state: dict[str, Any]) -> tuple:
+    keys = state["keys"].numpy().astype(np.uint32)
+    return (state["kind"], keys, state["pos"], state["has_gauss"], state["gauss"])
+
+
+def _as_tuples(value: Any) -> Any:
+    """random.setstate needs tuples; a checkpoint round trip may hand back lists."""
+    return tuple(_as_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
