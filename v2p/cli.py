@@ -40,19 +40,23 @@ def default_loggers(root: str) -> list[Logger]:
     version = 0
     while os.path.exists(os.path.join(root, f"version_{version}")):
         version += 1
+    # CSV first: it warns about a non-empty folder, and TensorBoard would have made one.
     return [
-        TensorBoardLogger(save_dir=root, name="", version=version),
         CSVLogger(save_dir=root, name="", version=version),
+        TensorBoardLogger(save_dir=root, name="", version=version),
     ]
 
 
-def main(args: list[str] | None = None) -> V2PCLI:
+def main(args: list[str] | None = None, run: bool = True) -> V2PCLI:
+    """Parse ``args`` (default: the command line) and run the subcommand; with ``run=False``
+    only instantiate model, data and trainer from a config (``args`` then has no subcommand)."""
     return V2PCLI(
         L.LightningModule,
         L.LightningDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
         args=args,
+        run=run,
     )
 
 

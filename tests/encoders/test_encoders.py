@@ -22,7 +22,7 @@ from v2p.encoders import (
     build_encoder,
 )
 
-CLIP = (4, 3, 32, 32)  # (T, C, H, W); the simple CNNs need frames of at least 31x31
+CLIP = (4, 3, 32, 32)  # (T, C, H, W); the simple CNNs need frames of at least 28 and 31 px
 OBS_SHAPES: dict[str, tuple[int, ...]] = {
     "mlp": (17,),
     "simple2dcnn": CLIP,
@@ -139,11 +139,14 @@ def test_temporal_fusion_is_order_sensitive(cls: type[nn.Module]) -> None:
     torch.testing.assert_close(z_still, z_still_reversed)
 
 
-@pytest.mark.parametrize("cls", [Simple2DCNN, Simple3DCNN])
-def test_smallest_frames_the_simple_cnns_accept(cls: type[nn.Module]) -> None:
-    assert cls((2, 3, 31, 31))(torch.rand(1, 2, 3, 31, 31)).shape == (1, 64)
-    with pytest.raises(ValueError, match=r"at least 31x31 pixels.*got clip_shape \(2, 3, 30, 64\)"):
-        cls((2, 3, 30, 64))
+@pytest.mark.parametrize(("cls", "smallest"), [(Simple2DCNN, 28), (Simple3DCNN, 31)])
+def test_smallest_frames_the_simple_cnns_accept(cls: type[nn.Module], smallest: int) -> None:
+    """2D: 4x4/4 stem, 3x3/2, 3x3/1 -> 28; 3D: 3x3/2 three times, 3x3/1 -> 31."""
+    n = smallest
+    assert cls((2, 3, n, n))(torch.rand(1, 2, 3, n, n)).shape == (1, 64)
+    match = rf"at least {n}x{n} pixels.*got clip_shape \(2, 3, {n - 1}, 64\)"
+    with pytest.raises(ValueError, match=match):
+        cls((2, 3, n - 1, 64))
 
 
 def test_simple3dcnn_accepts_a_single_frame() -> None:

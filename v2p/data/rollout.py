@@ -39,6 +39,7 @@ class EvalBatch(NamedTuple):
     """The deterministic evaluation episodes of one validation run."""
 
     episodes: tuple[EpisodeRecord, ...]
+    env_steps: int  # training env steps taken so far (on this rank), the x-axis of learning curves
 
 
 class _Ticket:
@@ -327,7 +328,7 @@ class RolloutDataModule(L.LightningDataModule):
             done = np.logical_or(terminated, truncated)
             for record in tracker.step(np.asarray(reward, np.float64), done, info):
                 finished.setdefault(record.env_index, record)
-        return EvalBatch(tuple(finished[i] for i in sorted(finished)))
+        return EvalBatch(tuple(finished[i] for i in sorted(finished)), self.env_steps)
 
     # ---------------------------------------------------------- checkpointing
 

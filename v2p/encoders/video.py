@@ -17,12 +17,15 @@ from v2p.encoders.common import (
     clip_to_unit_float,
 )
 
-# Both simple CNNs: 3x3(x3) kernels, no spatial padding. Three stride-2 layers (DrQ-v2 has one)
-# because T frames' features are concatenated: 64x64 frames leave 5x5 maps, so the fusion
-# Linear stays small (8 frames x 32 ch x 25 = 6400 inputs).
-_KERNEL = 3
-_SPATIAL_STRIDES = (2, 2, 2, 1)
-# Simple3DCNN halves time twice; temporal padding 1 keeps T >= 1 for any clip length.
+# (kernel, stride) of each spatial convolution, no padding. Simple2DCNN runs on all B*T frames,
+# so it opens with a 4x4 stride-4 patch stem (in the spirit of the Nature-DQN CNN's 8x8 stride-4
+# first layer): 64x64 frames become 16x16 maps at once, about 5x fewer multiply-adds per frame
+# than stride-2 3x3 layers, which is what makes video SAC trainable on a CPU. 64x64 frames leave
+# 5x5 maps, so the fusion Linear stays small (8 frames x 32 ch x 25 = 6400 inputs).
+_FRAME_LAYERS = ((4, 4), (3, 2), (3, 1))
+# Simple3DCNN: 3x3x3 kernels; three spatial stride-2 layers; time halved twice, with temporal
+# padding 1 so that T >= 1 works for any clip length.
+_CLIP_LAYERS = ((3, 2), (3, 2), (3, 2), (3, 1))
 _TEMPORAL_STRIDES = (1, 2, 2, 1)
 
 # torchvision's video classification references (Kinetics-400 statistics of [0, 1] RGB frames).
@@ -30,22 +33,23 @@ KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
 KINETICS_STD = (0.22803, 0.22145, 0.216989)
 
 
-def _min_frame_size() -> int:
-    """Smallest H (or W) that leaves a 1x1 map after the simple CNNs' convolutions."""
+def _min_frame_size(layers: tuple[tuple[int, int], ...]) -> int:
+    """Smallest H (or W) that leaves a 1x1 map after ``layers`` of (kernel, stride)."""
     size = 1
-    for stride in reversed(_SPATIAL_STRIDES):
-        size = (size - 1) * stride + _KERNEL
+    for kernel, stride in reversed(layers):
+        size = (size - 1) * stride + kernel
     return size
 
 
-def _check_frame_size(owner: str, clip_shape: tuple[int, int, int, int]) -> None:
+def _check_frame_size(
+    owner: str, clip_shape: tuple[int, int, int, int], layers: tuple[tuple[int, int], ...]
+) -> None:
     _, _, h, w = clip_shape
-    min_size = _min_frame_size()
+    min_size = _min_frame_size(layers)
     if min(h, w) < min_size:
         raise ValueError(
             f"{owner} needs frames of at least {min_size}x{min_size} pixels for its "
-            f"{len(_SPATIAL_STRIDES)} convolutions (kernel {_KERNEL}, strides {_SPATIAL_STRIDES}), "
-            f"got clip_shape {clip_shape}"
+            f"{len(layers)} convolutions ((kernel, stride) = {layers}), got clip_shape {clip_shape}"
         )
 
 
@@ -61,15 +65,15 @@ class Simple2DCNN(nn.Module):
         super().__init__()
         clip_shape = check_clip_shape("Simple2DCNN", clip_shape)
         check_positive("Simple2DCNN", latent_dim=latent_dim, channels=channels)
-        _check_frame_size("Simple2DCNN", clip_shape)
+        _check_frame_size("Simple2DCNN", clip_shape, _FRAME_LAYERS)
         self.obs_shape: tuple[int, ...] = clip_shape
         self.latent_dim = latent_dim
         t, c, h, w = clip_shape
 
         layers: list[nn.Module] = []
         in_channels = c
-        for stride in _SPATIAL_STRIDES:
-            layers += [nn.Conv2d(in_channels, channels, _KERNEL, stride=stride), nn.ReLU()]
+        for kernel, stride in _FRAME_LAYERS:
+            layers += [nn.Conv2d(in_channels, channels, kernel, stride=stride), nn.ReLU()]
             in_channels = channels
         self.convs = nn.Sequential(*layers, nn.Flatten())
         with torch.no_grad():
@@ -100,18 +104,18 @@ class Simple3DCNN(nn.Module):
         super().__init__()
         clip_shape = check_clip_shape("Simple3DCNN", clip_shape)
         check_positive("Simple3DCNN", latent_dim=latent_dim, channels=channels)
-        _check_frame_size("Simple3DCNN", clip_shape)
+        _check_frame_size("Simple3DCNN", clip_shape, _CLIP_LAYERS)
         self.obs_shape: tuple[int, ...] = clip_shape
         self.latent_dim = latent_dim
         t, c, h, w = clip_shape
 
         layers: list[nn.Module] = []
         in_channels = c
-        for t_stride, s_stride in zip(_TEMPORAL_STRIDES, _SPATIAL_STRIDES, strict=True):
+        for t_stride, (kernel, s_stride) in zip(_TEMPORAL_STRIDES, _CLIP_LAYERS, strict=True):
             conv = nn.Conv3d(
                 in_channels,
                 channels,
-                _KERNEL,
+                kernel,
                 stride=(t_stride, s_stride, s_stride),
                 padding=(1, 0, 0),
             )
