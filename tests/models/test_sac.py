@@ -236,3 +236,27 @@ def test_same_seed_same_actions():
 
     np.testing.assert_array_equal(first_actions(1), first_actions(1))
     assert not np.array_equal(first_actions(1), first_actions(2))
+
+
+def test_validate_and_test_run_the_evaluation_episodes(run_factory):
+    model, dm, trainer = run_factory(max_steps=10)
+    trainer.fit(model, dm)
+    val = trainer.validate(model, dm)[0]
+    test = trainer.test(model, dm)[0]
+    # Same seeded evaluation envs and the same deterministic policy: the same numbers.
+    assert val["val/expected_profit"] == test["test/expected_profit"]
+    assert test["test/env_steps"] == dm.env_steps
+
+
+def test_replay_file_from_another_save_is_refused(tmp_path):
+    """A kill between writing the replay file and the checkpoint leaves a mismatched pair."""
+    import shutil
+
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=5, save_top_k=-1)
+    model, dm, trainer = make_run(tmp_path, max_steps=10, callbacks=[checkpoint])
+    trainer.fit(model, dm)
+    first, second = sorted((tmp_path / "ckpt").glob("*.ckpt"))
+    shutil.copy(f"{second}.replay.npz", f"{first}.replay.npz")
+    model, dm, trainer = make_run(tmp_path, max_steps=15)
+    with pytest.raises(ValueError, match="was not written with checkpoint"):
+        trainer.fit(model, dm, ckpt_path=str(first))

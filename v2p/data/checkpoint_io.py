@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import uuid
 from typing import Any
 
 from lightning.fabric.utilities.types import _PATH
@@ -36,9 +37,12 @@ class ReplayCheckpointIO(TorchCheckpointIO):
         if not isinstance(buffer, ReplayBuffer):
             return super().save_checkpoint(checkpoint, path, storage_options)
         os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
-        # The side file first: a checkpoint on disk always has its replay beside it.
-        buffer.save(replay_path(path))
-        state["replay"] = os.path.basename(replay_path(path))
+        # The side file first, so a checkpoint on disk always has its replay beside it; the
+        # token pairs the two, so a kill between the two writes (a new replay beside an old
+        # checkpoint) is caught when loading.
+        token = uuid.uuid4().hex
+        buffer.save(replay_path(path), token=token)
+        state["replay"] = {"file": os.path.basename(replay_path(path)), "token": token}
         try:
             super().save_checkpoint(checkpoint, path, storage_options)
         finally:
@@ -56,14 +60,21 @@ class ReplayCheckpointIO(TorchCheckpointIO):
                 raise
             raise ValueError(f"checkpoint {os.fspath(path)} is corrupt or unreadable: {e}") from e
         state = checkpoint.get(DATAMODULE_KEY)
-        if isinstance(state, dict) and isinstance(state.get("replay"), str):
+        reference = state.get("replay") if isinstance(state, dict) else None
+        if isinstance(reference, dict) and "token" in reference:
             side = replay_path(path)
             if not os.path.isfile(side):
                 raise FileNotFoundError(
                     f"checkpoint {os.fspath(path)} keeps its replay buffer in {side}, "
                     "which is missing; copy it next to the checkpoint"
                 )
-            state["replay"] = ReplayBuffer.read_state(side)
+            replay = ReplayBuffer.read_state(side)
+            if str(replay.pop("token", "")) != reference["token"]:
+                raise ValueError(
+                    f"replay file {side} was not written with checkpoint {os.fspath(path)} "
+                    "(the save was interrupted between the two files, or one was replaced)"
+                )
+            state["replay"] = replay
         return checkpoint
 
     def remove_checkpoint(self, path: _PATH) -> None:

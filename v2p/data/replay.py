@@ -450,17 +450,19 @@ class ReplayBuffer:
         self._pos = pos
         self._full = bool(state["full"])
 
-    def save(self, path: str | os.PathLike[str]) -> None:
+    def save(self, path: str | os.PathLike[str], token: str = "") -> None:
         """Write the buffer to ``path`` as an uncompressed ``.npz`` (exactly that file name).
 
-        Writes to a temporary file first and renames it, so an interrupted save never leaves a
-        truncated file where a good one was.
+        ``token`` is stored beside the arrays (``state["token"]`` when read back), so a caller
+        can tell which save a file came from. Writes to a temporary file first and renames it,
+        so an interrupted save never leaves a truncated file where a good one was.
         """
         path = os.fspath(path)
         tmp = f"{path}.tmp"
         try:
             with open(tmp, "wb") as f:
-                np.savez(f, **self._config(), **self._pointers(), **self._arrays())
+                arrays = {**self._config(), **self._pointers(), **self._arrays()}
+                np.savez(f, **arrays, token=np.asarray(token))
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):

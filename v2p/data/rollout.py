@@ -21,6 +21,7 @@ import lightning as L
 import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode
+from lightning.pytorch.utilities import rank_zero_warn
 from lightning_utilities.core.apply_func import apply_to_collection
 from torch.utils.data import DataLoader, IterableDataset
 
@@ -241,6 +242,9 @@ class RolloutDataModule(L.LightningDataModule):
             _EvaluationRun(self), batch_size=None, num_workers=0, generator=torch.Generator()
         )
 
+    def test_dataloader(self) -> DataLoader:
+        return self.val_dataloader()  # the same deterministic evaluation episodes
+
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         if isinstance(batch, _Ticket):
             return self._next_training_batch()
@@ -363,6 +367,15 @@ class RolloutDataModule(L.LightningDataModule):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if not state:
+            return
+        rank = self.trainer.global_rank if self.trainer is not None else 0
+        if rank > 0:
+            # Lightning saves the data module's state from rank 0 only: loading it here would
+            # make this rank a copy of rank 0 and account rank 0's shifts twice.
+            rank_zero_warn(
+                "resuming a multi-rank run: rank 0 continues its envs and replay exactly; the "
+                "other ranks restart theirs (the checkpoint holds rank 0's only)"
+            )
             return
         if self.buffer is None:
             raise RuntimeError("load_state_dict before setup(): the buffer does not exist yet")

@@ -138,6 +138,12 @@ class SACModule(L.LightningModule):
         action = self.actor.deterministic(z) if deterministic else self.actor.sample(z)[0]
         return action.cpu().numpy()
 
+    def on_train_start(self) -> None:
+        # seed_everything gives every DDP rank the same torch seed; offset the policy noise
+        # of ranks > 0 so they explore differently (rank 0 keeps the seeded or restored stream).
+        if self.trainer.global_rank > 0:
+            torch.manual_seed(torch.initial_seed() + self.trainer.global_rank)
+
     # ---------------------------------------------------------------- updates
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
@@ -232,24 +238,54 @@ class SACModule(L.LightningModule):
     def account_finished_shifts(self, batch: RolloutBatch) -> list[tuple[float, float]]:
         """Dual ascent once per finished shift (ECONOMICS.md section 3).
 
-        Returns the (error target, lambda) in force after each episode of ``batch``, in order,
-        for the economics ledger.
+        Under DDP every rank applies the shifts of all ranks, in rank order, so lambda, the
+        curriculum and the reward stay identical across ranks. Returns the (error target,
+        lambda) in force after each episode of ``batch``, in order, for the economics ledger.
         """
-        constraints = []
-        for record in batch.episodes:
+        local = [
+            float(error_rate(r.shift.errors, r.shift.attempts))
+            for r in batch.episodes
+            if r.shift is not None
+        ]
+        errors, first = self._gather_shift_errors(local)
+        after: list[tuple[float, float]] = []  # (target, lambda) after each shift, global order
+        for err in errors:
             target = self.err_target_value  # the target this shift was held to
-            if record.shift is not None:
-                err = float(error_rate(record.shift.errors, record.shift.attempts))
-                self.dual.update(err, target)
-                self.shifts_seen += 1
-            constraints.append((target, self.dual.value))
-        if batch.episodes:
+            self.dual.update(err, target)
+            self.shifts_seen += 1
+            after.append((target, self.dual.value))
+        mine = iter(after[first : first + len(local)])
+        constraints = [
+            next(mine) if r.shift is not None else (self.err_target_value, self.dual.value)
+            for r in batch.episodes
+        ]
+        if errors:
             self._sync_constraint_buffers()
-            returns = [r.episode_return for r in batch.episodes]
-            self.log("train/episode_return", float(np.mean(returns)), on_step=True, on_epoch=False)
             self.log("train/lambda", self.dual.value, on_step=True, on_epoch=False)
             self.log("train/err_target", self.err_target_value, on_step=True, on_epoch=False)
+        if batch.episodes:
+            returns = [r.episode_return for r in batch.episodes]
+            self.log("train/episode_return", float(np.mean(returns)), on_step=True, on_epoch=False)
         return constraints
+
+    def _gather_shift_errors(self, local: list[float]) -> tuple[list[float], int]:
+        """Every rank's finished-shift error rates in rank order, and where this rank's start.
+
+        A collective on every update under DDP (shift counts differ between ranks, so no rank
+        can skip it), with one host sync to size the padding; nothing on a single device.
+        """
+        if self.trainer.world_size == 1:
+            return local, 0
+        counts = self.all_gather(torch.tensor(len(local), device=self.device))  # (W,)
+        counts = counts.tolist()
+        width = max(counts)
+        if width == 0:
+            return [], 0
+        padded = torch.zeros(width, dtype=torch.float64, device=self.device)
+        padded[: len(local)] = torch.tensor(local, dtype=torch.float64)
+        gathered = self.all_gather(padded).tolist()  # (W, width)
+        errors = [e for rank, row in enumerate(gathered) for e in row[: counts[rank]]]
+        return errors, sum(counts[: self.trainer.global_rank])
 
     @property
     def err_target_value(self) -> float:
@@ -269,21 +305,28 @@ class SACModule(L.LightningModule):
     # ------------------------------------------------------------- evaluation
 
     def validation_step(self, batch: EvalBatch, batch_idx: int) -> None:
+        self._log_evaluation(batch, "val")
+
+    def test_step(self, batch: EvalBatch, batch_idx: int) -> None:
+        self._log_evaluation(batch, "test")
+
+    def _log_evaluation(self, batch: EvalBatch, stage: str) -> None:
+        """Means over the deterministic evaluation episodes, reduced across ranks."""
         episodes = batch.episodes
         metrics = {
-            "val/env_steps": batch.env_steps,
-            "val/episode_return": np.mean([e.episode_return for e in episodes]),
-            "val/profit": np.mean([e.episode_return / e.length for e in episodes]),
+            "env_steps": batch.env_steps,
+            "episode_return": np.mean([e.episode_return for e in episodes]),
+            "profit": np.mean([e.episode_return / e.length for e in episodes]),
         }
         shifts = [e.shift for e in episodes if e.shift is not None]
         if shifts:
-            metrics["val/err_rate"] = np.mean([error_rate(s.errors, s.attempts) for s in shifts])
-            metrics["val/expected_profit"] = np.mean([s.expected_profit for s in shifts])
-            metrics["val/expected_err_rate"] = np.mean(
+            metrics["err_rate"] = np.mean([error_rate(s.errors, s.attempts) for s in shifts])
+            metrics["expected_profit"] = np.mean([s.expected_profit for s in shifts])
+            metrics["expected_err_rate"] = np.mean(
                 [s.expected_errors / max(s.expected_attempts, 1e-12) for s in shifts]
             )
         self.log_dict(
-            {k: float(v) for k, v in metrics.items()},
+            {f"{stage}/{k}": float(v) for k, v in metrics.items()},
             on_step=False,
             on_epoch=True,
             sync_dist=True,
