@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from v2p.data.episodes import EpisodeRecord, EpisodeTracker, ShiftCounts
 from v2p.data.replay import ReplayBuffer, ReplaySample
+from v2p.economics._validate import check_int
 
 
 class RolloutBatch(NamedTuple):
@@ -148,18 +149,16 @@ class RolloutDataModule(L.LightningDataModule):
         source_name: str = "platform",
     ) -> None:
         super().__init__()
-        for name, value in (
-            ("num_envs", num_envs),
-            ("buffer_size", buffer_size),
-            ("batch_size", batch_size),
-            ("updates_per_step", updates_per_step),
-            ("updates_per_epoch", updates_per_epoch),
-            ("eval_episodes", eval_episodes),
+        for name in (
+            "num_envs",
+            "buffer_size",
+            "batch_size",
+            "updates_per_step",
+            "updates_per_epoch",
+            "eval_episodes",
         ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be an int >= 0, got {warmup_steps!r}")
+            check_int(name, locals()[name], ge=1)
+        check_int("warmup_steps", warmup_steps, ge=0)
         if buffer_size < num_envs:
             raise ValueError(f"buffer_size ({buffer_size}) must be >= num_envs ({num_envs})")
         self.save_hyperparameters()

@@ -33,6 +33,7 @@ from torch.nn import functional as F
 
 from v2p.data.rollout import EvalBatch, RolloutBatch
 from v2p.economics import DualAscent, error_rate, sla_target
+from v2p.economics._validate import check_int, check_scalar
 from v2p.encoders import build_encoder
 from v2p.models.components import Actor, TwinCritic
 
@@ -88,17 +89,11 @@ class SACModule(L.LightningModule):
         finite_check_every: int = 100,
     ) -> None:
         super().__init__()
-        _check_range("gamma", gamma, 0.0, 1.0)
-        _check_range("tau", tau, 0.0, 1.0)
-        for name, value in (
-            ("critic_lr", critic_lr),
-            ("actor_lr", actor_lr),
-            ("alpha_lr", alpha_lr),
-            ("init_alpha", init_alpha),
-            ("reward_scale", reward_scale),
-        ):
-            if not (np.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be finite and > 0, got {value!r}")
+        check_scalar("gamma", gamma, ge=0.0, le=1.0)
+        check_scalar("tau", tau, ge=0.0, le=1.0)
+        for name in ("critic_lr", "actor_lr", "alpha_lr", "init_alpha", "reward_scale"):
+            check_scalar(name, locals()[name], gt=0.0)
+        check_int("finite_check_every", finite_check_every, ge=1)
         if len(action_low) != len(action_high) or not len(action_low):
             raise ValueError(f"action_low {action_low} and action_high {action_high} must match")
         self.save_hyperparameters()
@@ -358,11 +353,6 @@ class SACModule(L.LightningModule):
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         np.random.set_state(_numpy_global_state_from_checkpoint(state["numpy_rng"]))  # noqa: NPY002
         random.setstate(_as_tuples(state["python_rng"]))
-
-
-def _check_range(name: str, value: float, low: float, high: float) -> None:
-    if not (np.isfinite(value) and low <= value <= high):
-        raise ValueError(f"{name} must be in [{low}, {high}], got {value!r}")
 
 
 def _numpy_global_state_to_checkpoint() -> dict[str, Any]:
