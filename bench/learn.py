@@ -1,0 +1,357 @@
+"""Learning benchmarks, judged against the ceilings of ``v2p.envs.optimal_policy``.
+
+    pip install -r requirements-bench.txt
+    python bench/learn.py --task state --seeds 0 1 2        # V2P and SB3 side by side
+    python bench/learn.py --task constrained --seeds 0 1 2  # error target binds; plot in docs/
+    python bench/learn.py --task video --seeds 0            # synthetic camera clips
+
+Each V2P run is the job's real config (``configs/*.yaml`` through the CLI) with the overrides
+printed in the table. The learning signal is ``val/expected_profit``: the task model's
+expected profit of the deterministic policy's actions per dish kind, over 8 evaluation shifts,
+so Poisson noise cannot hide a gap. SB3 SAC runs with the same hyperparameters where it has
+them (gamma, batch, learning rate, target entropy, warm-up, updates per env step, 256x256
+networks) and is evaluated the same way, through the env's ``expected_*`` info.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+import lightning as L
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from v2p.cli import main as cli_main  # noqa: E402
+from v2p.envs import DishwashingParams, optimal_policy  # noqa: E402
+
+
+class Curve(NamedTuple):
+    """One run's evaluations: env steps, wall-clock seconds, expected profit and error rate."""
+
+    env_steps: list[int]
+    seconds: list[float]
+    expected_profit: list[float]
+    expected_err_rate: list[float]
+    err_rate: list[float]  # realised, over the evaluation shifts
+
+    def first_reaching(self, level: float) -> tuple[float, float]:
+        """(env steps, seconds) of the first evaluation at or above ``level``; inf if never."""
+        points = zip(self.env_steps, self.seconds, self.expected_profit, strict=False)
+        for steps, secs, profit in points:
+            if profit >= level:
+                return steps, secs
+        return float("inf"), float("inf")
+
+
+class _EvalClock(L.Callback):
+    """Seconds since the first training batch at every validation end."""
+
+    def __init__(self) -> None:
+        self.start: float | None = None
+        self.seconds: list[float] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self.start is None:
+            self.start = time.perf_counter()
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        self.seconds.append(time.perf_counter() - (self.start or time.perf_counter()))
+
+
+def run_dir(keep: str | None, name: str):
+    """A folder for one run's logs: kept under ``keep`` when given, else temporary."""
+    if keep is None:
+        return tempfile.TemporaryDirectory()
+    path = Path(keep) / name
+    path.mkdir(parents=True, exist_ok=True)
+    return contextlib.nullcontext(str(path))
+
+
+def run_v2p(config: str, overrides: list[str], seed: int, root: str) -> tuple[Curve, Path]:
+    args = [
+        "--config",
+        str(ROOT / config),
+        f"--seed_everything={seed}",
+        f"--trainer.default_root_dir={root}",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        *overrides,
+    ]
+    cli = cli_main(args, run=False)
+    clock = _EvalClock()
+    cli.trainer.callbacks.append(clock)
+    cli.trainer.fit(cli.model, cli.datamodule)
+    log_dir = Path(cli.trainer.log_dir)
+    rows = [
+        r for r in csv.DictReader(open(log_dir / "metrics.csv")) if r.get("val/expected_profit")
+    ]
+    curve = Curve(
+        env_steps=[int(float(r["val/env_steps"])) for r in rows],
+        seconds=clock.seconds[: len(rows)],
+        expected_profit=[float(r["val/expected_profit"]) for r in rows],
+        expected_err_rate=[float(r["val/expected_err_rate"]) for r in rows],
+        err_rate=[float(r["val/err_rate"]) for r in rows],
+    )
+    return curve, log_dir
+
+
+def run_sb3(env_kwargs: dict, seed: int, total_steps: int, eval_every: int) -> Curve:
+    """SB3 SAC with V2P's state-task hyperparameters, evaluated like V2P."""
+    import gymnasium as gym
+    from stable_baselines3 import SAC
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.env_util import make_vec_env
+
+    num_envs = 4
+    eval_env = gym.make_vec("v2p/Dishwashing-v0", num_envs=8, **env_kwargs)
+    curve = Curve([], [], [], [], [])
+
+    class Evaluate(BaseCallback):
+        def _on_training_start(self) -> None:
+            self.start = None
+            self.next_eval = eval_every
+
+        def _on_step(self) -> bool:
+            if self.start is None and self.num_timesteps >= 1000:
+                self.start = time.perf_counter()
+            if self.num_timesteps >= self.next_eval:  # steps advance by num_envs at a time
+                self.next_eval += eval_every
+                seconds = time.perf_counter() - (self.start or time.perf_counter())
+                profit, err, real_err = evaluate_expected(self.model, eval_env)
+                curve.env_steps.append(self.num_timesteps)
+                curve.seconds.append(seconds)
+                curve.expected_profit.append(profit)
+                curve.expected_err_rate.append(err)
+                curve.err_rate.append(real_err)
+            return True
+
+    env = make_vec_env("v2p/Dishwashing-v0", n_envs=num_envs, seed=seed, env_kwargs=env_kwargs)
+    model = SAC(
+        "MlpPolicy",
+        env,
+        learning_rate=3e-4,
+        buffer_size=100_000,
+        learning_starts=1000,
+        batch_size=256,
+        gamma=0.9,
+        tau=0.005,
+        train_freq=1,
+        gradient_steps=num_envs,
+        target_entropy=-9.0,
+        policy_kwargs={"net_arch": [256, 256]},
+        device="cpu",
+        seed=seed,
+        verbose=0,
+    )
+    model.learn(total_timesteps=total_steps, callback=Evaluate())
+    return curve
+
+
+def evaluate_expected(model, envs) -> tuple[float, float, float]:
+    """Expected profit and error rate of the deterministic policy over one shift per env."""
+    obs, _ = envs.reset(seed=10_000)
+    profit, attempts, errors, real_errors, real_attempts = 0.0, 0.0, 0.0, 0.0, 0.0
+    steps = 0
+    while True:
+        action, _ = model.predict(obs, deterministic=True)
+        obs, _, _, truncated, info = envs.step(action)
+        profit += info["expected_profit"].mean()
+        attempts += info["expected_attempts"].sum()
+        errors += info["expected_errors"].sum()
+        real_errors += info["errors"].sum()
+        real_attempts += info["attempts"].sum()
+        steps += 1
+        if truncated.all():
+            return profit / steps, errors / attempts, real_errors / max(real_attempts, 1)
+
+
+def summarise(name: str, curves: list[Curve], ceiling: float, budget: int) -> list[str]:
+    """Median over seeds of the first env step / second at 95% and 98% of the ceiling."""
+
+    def median(values):
+        return statistics.median(values)
+
+    final = [c.expected_profit[-1] for c in curves]
+    best_within = [
+        max(
+            (p for s, p in zip(c.env_steps, c.expected_profit, strict=True) if s <= budget),
+            default=np.nan,
+        )
+        for c in curves
+    ]
+    at95 = [c.first_reaching(0.95 * ceiling) for c in curves]
+    at98 = [c.first_reaching(0.98 * ceiling) for c in curves]
+    err_final = [c.expected_err_rate[-1] for c in curves]
+    return [
+        f"| {name} | {len(curves)} | {median(final):.2f} ({median(final) / ceiling:.1%}) | "
+        f"{median(best_within) / ceiling:.1%} | "
+        f"{median(s for s, _ in at95):,.0f} | {median(t for _, t in at95):.0f} | "
+        f"{median(s for s, _ in at98):,.0f} | {median(t for _, t in at98):.0f} | "
+        f"{median(err_final):.4f} |"
+    ]
+
+
+HEADER = [
+    "| run | seeds | final expected profit $/hr (of ceiling) | best within budget | "
+    "env steps to 95% | seconds to 95% | env steps to 98% | seconds to 98% | final expected err |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+]
+
+
+def bench_state(seeds: list[int], steps: int, with_sb3: bool, eval_every: int) -> list[str]:
+    ceiling = optimal_policy(DishwashingParams()).profit
+    lines = [
+        f"Ceiling (optimal_policy, default mix): {ceiling:.2f} $/hr; budget {steps:,} env steps.",
+        "",
+        *HEADER,
+    ]
+    curves = []
+    for seed in seeds:
+        with tempfile.TemporaryDirectory() as root:
+            # One update per env step in this config, so an epoch of updates is eval_every steps.
+            overrides = [
+                f"--trainer.max_steps={steps}",
+                f"--data.init_args.updates_per_epoch={eval_every}",
+            ]
+            curve, _ = run_v2p("configs/dishwashing_state.yaml", overrides, seed, root)
+        curves.append(curve)
+        print(f"v2p seed {seed}: {curve.expected_profit}", flush=True)
+    lines += summarise("V2P SACModule, configs/dishwashing_state.yaml", curves, ceiling, steps)
+    if with_sb3:
+        sb3 = []
+        for seed in seeds:
+            sb3.append(run_sb3({}, seed, steps, eval_every=eval_every))
+            print(f"sb3 seed {seed}: {sb3[-1].expected_profit}", flush=True)
+        lines += summarise("Stable-Baselines3 SAC, same hyperparameters", sb3, ceiling, steps)
+    return lines
+
+
+def bench_video(seeds: list[int], steps: int, overrides: list[str], keep: str | None) -> list[str]:
+    best = optimal_policy(DishwashingParams())
+    ceiling = best.profit
+    title = (
+        f"Ceiling {ceiling:.2f} $/hr; a policy blind to the frames reaches at most "
+        f"{best.blind_profit:.2f} ({best.blind_profit / ceiling:.0%}); budget {steps:,} env steps."
+    )
+    lines = [title, "", *HEADER]
+    curves = []
+    for seed in seeds:
+        with run_dir(keep, f"video-seed{seed}") as root:
+            curve, _ = run_v2p("configs/dishwashing_video.yaml", overrides, seed, root)
+        curves.append(curve)
+        print(f"video seed {seed}: {curve.expected_profit}", flush=True)
+    lines += summarise(
+        "V2P, configs/dishwashing_video.yaml " + " ".join(overrides), curves, ceiling, steps
+    )
+    return lines
+
+
+def bench_constrained(seeds: list[int], steps: int, plot: Path, dual_lr: float) -> list[str]:
+    env_kwargs = "{damage_cost: 0.0}"
+    target = 0.06
+    params = DishwashingParams(damage_cost=0.0)
+    free = optimal_policy(params)
+    best = optimal_policy(params, err_target=target)
+    overrides = [
+        f"--trainer.max_steps={steps}",
+        f"--data.init_args.env_kwargs={env_kwargs}",
+        "--model.init_args.err_target_init=0.10",
+        f"--model.init_args.err_target_final={target}",
+        "--model.init_args.curriculum_episodes=50",
+        f"--model.init_args.dual_lr={dual_lr}",
+    ]
+    lines = [
+        f"Task: damage_cost=0 (breakage is free, only the service level stops careless work); "
+        f"unconstrained optimum {free.profit:.2f} $/hr at error rate {free.err_rate:.3f}; "
+        f"constrained ceiling at e*={target}: {best.profit:.2f} $/hr. "
+        f"Overrides: `{' '.join(overrides)}`.",
+        "",
+        "| seed | final expected profit (of constrained ceiling) | final expected err | "
+        "final realised err (8 shifts) | final lambda |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    ledgers = []
+    for seed in seeds:
+        with tempfile.TemporaryDirectory() as root:
+            curve, log_dir = run_v2p("configs/dishwashing_state.yaml", overrides, seed, root)
+            ledger = list(csv.DictReader(open(log_dir / "economics.csv")))
+        ledgers.append(ledger)
+        lam = float(ledger[-1]["lambda"])
+        profit = curve.expected_profit[-1]
+        lines.append(
+            f"| {seed} | {profit:.2f} ({profit / best.profit:.1%}) | "
+            f"{curve.expected_err_rate[-1]:.4f} | {curve.err_rate[-1]:.4f} | {lam:.1f} |"
+        )
+        print(
+            f"constrained seed {seed}: {curve.expected_profit} {curve.expected_err_rate}",
+            flush=True,
+        )
+    plot_constraint(ledgers, target, plot)
+    return lines
+
+
+def plot_constraint(ledgers: list[list[dict]], target: float, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    ax2 = ax.twinx()
+    for i, ledger in enumerate(ledgers):
+        episodes = [int(r["episode"]) for r in ledger]
+        err = np.array([float(r["err_rate"]) for r in ledger])
+        smooth = np.convolve(err, np.ones(20) / 20, mode="valid")  # trailing 20-shift mean
+        ax.plot(
+            episodes[19:],
+            smooth,
+            color=f"C{i}",
+            lw=1.2,
+            label=f"error rate (20-shift mean), seed {i}",
+        )
+        ax2.plot(episodes, [float(r["lambda"]) for r in ledger], color=f"C{i}", ls="--", lw=1)
+        ax.plot(episodes, [float(r["err_target"]) for r in ledger], color="k", lw=0.8)
+    ax.axhline(target, color="k", ls=":", lw=0.8)
+    ax.set_xlabel("shift (training episode)")
+    ax.set_ylabel("error rate (solid); target (black)")
+    ax2.set_ylabel("lambda [$/hr per unit error rate] (dashed)")
+    ax.legend(loc="upper right", fontsize=7)
+    ax.set_title("Lagrangian quality constraint: error rate and multiplier over training")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", choices=["state", "video", "constrained"], required=True)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=None, help="env-step budget")
+    parser.add_argument("--no-sb3", action="store_true", help="skip the SB3 runs (state task)")
+    parser.add_argument("--plot", default=str(ROOT / "docs" / "constrained_lambda.png"))
+    parser.add_argument("--dual-lr", type=float, default=20.0, help="eta (constrained task)")
+    parser.add_argument("--keep", default=None, help="keep the video runs' logs under this dir")
+    parser.add_argument("--eval-every", type=int, default=1000, help="env steps (state task)")
+    args, overrides = parser.parse_known_args()
+    if args.task == "state":
+        lines = bench_state(args.seeds, args.steps or 20_000, not args.no_sb3, args.eval_every)
+    elif args.task == "video":
+        lines = bench_video(args.seeds, args.steps or 50_000, overrides, args.keep)
+    else:
+        lines = bench_constrained(args.seeds, args.steps or 20_000, Path(args.plot), args.dual_lr)
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
