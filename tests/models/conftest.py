@@ -6,7 +6,6 @@ import lightning as L
 import pytest
 from lightning.pytorch.loggers import CSVLogger
 
-from v2p.callbacks import EconomicsCallback
 from v2p.data.checkpoint_io import ReplayCheckpointIO
 from v2p.data.rollout import RolloutDataModule
 from v2p.models.sac import SACModule
@@ -63,4 +62,4 @@ def run_factory(tmp_path):
     return lambda **kwargs: make_run(tmp_path, **kwargs)
 
 
-__all__ = ["SMALL_DATA", "SMALL_MODEL", "EconomicsCallback", "make_run"]
+__all__ = ["SMALL_DATA", "SMALL_MODEL", "make_run"]
