@@ -58,11 +58,13 @@ def test_clip_is_the_frame_history_in_time_order():
     obs, _ = env.reset(seed=0)
     assert obs.shape == (4, 3, 32, 32)
     newest = [obs[-1]]
+    np.testing.assert_array_equal(obs, np.stack(newest * 4))  # a new clip repeats frame 0
     for _ in range(6):
         obs, *_ = env.step(np.array([0.5, 0.5], dtype=np.float32))
         newest.append(obs[-1])
-        np.testing.assert_array_equal(obs, np.stack(newest[-4:]) if len(newest) >= 4 else obs)
-    np.testing.assert_array_equal(obs, np.stack(newest[-4:]))
+        # Until T frames exist, the clip is padded at the front with the shift's first frame.
+        padded = [newest[0]] * max(0, 4 - len(newest)) + newest[-4:]
+        np.testing.assert_array_equal(obs, np.stack(padded))
 
 
 def test_render_rgb_array():

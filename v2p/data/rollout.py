@@ -25,6 +25,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from lightning_utilities.core.apply_func import apply_to_collection
 from torch.utils.data import DataLoader, IterableDataset
 
+from v2p.data.checkpoint_io import ReplayCheckpointIO
 from v2p.data.episodes import EpisodeRecord, EpisodeTracker, ShiftCounts
 from v2p.data.replay import ReplayBuffer, ReplaySample
 from v2p.economics._validate import check_int
@@ -343,8 +344,6 @@ class RolloutDataModule(L.LightningDataModule):
         """
         if self.buffer is None:
             return {}
-        from v2p.data.checkpoint_io import ReplayCheckpointIO
-
         uses_side_file = isinstance(self.trainer.strategy.checkpoint_io, ReplayCheckpointIO)
         env_state = self.envs.state_dict() if hasattr(self.envs, "state_dict") else None
         state = {
