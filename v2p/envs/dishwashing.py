@@ -112,7 +112,8 @@ class DishwashingEnv(_SimulatorState, gym.Env[np.ndarray, np.ndarray]):
         self.sim.reset(self.np_random)
         self.observation_model.reset()
         self._started = True
-        return self.observation_model.observe()[0], {"kind": int(self.sim.kind[0])}
+        info = {"kind": int(self.sim.kind[0]), "task_state": self._task_state()}
+        return self.observation_model.observe()[0], info
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if not self._started:
@@ -125,8 +126,14 @@ class DishwashingEnv(_SimulatorState, gym.Env[np.ndarray, np.ndarray]):
         outcome = self.sim.step(action[None], self.np_random)
         self.observation_model.advance()
         info = {key: value[0].item() for key, value in step_info(self.params, outcome).items()}
+        info["task_state"] = self._task_state()
         obs = self.observation_model.observe()[0]
         return obs, float(outcome.profit[0]), False, bool(self.sim.truncated[0]), info
+
+    def _task_state(self) -> np.ndarray:
+        """The state vector behind the observation (float32 (K + 4,)), also for video envs:
+        recordings keep it so a linear probe can score what an encoder saw."""
+        return self.sim.state_observation()[0].copy()
 
     def render(self) -> np.ndarray | None:
         """An (H, W, 3) picture of the site: the synthetic camera frame at 256x256."""
