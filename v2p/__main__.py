@@ -1,7 +1,8 @@
-"""The ``v2p`` command and ``python -m v2p``: ``report`` or a LightningCLI subcommand.
+"""The ``v2p`` command and ``python -m v2p``: ``report``, ``record`` or a LightningCLI subcommand.
 
-``v2p report LOG_DIR ...`` goes to :mod:`v2p.report.cli`; any other first argument (``fit``,
-``validate``, ``--help``, ...) goes to the LightningCLI of :mod:`v2p.cli` unchanged. Both are
+``v2p report LOG_DIR ...`` goes to :mod:`v2p.report.cli`, ``v2p record --out DIR ...`` to
+:mod:`v2p.data.recording`; any other first argument (``fit``,
+``validate``, ``--help``, ...) goes to the LightningCLI of :mod:`v2p.cli` unchanged. Each is
 imported only when chosen, so ``v2p report`` does not load torch or Lightning.
 """
 
@@ -22,6 +23,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from v2p.report.cli import main as report_main
 
         return report_main(args[1:])
+    if args[:1] == ["record"]:
+        from v2p.data.recording import main as record_main
+
+        return record_main(args[1:])
     from v2p.cli import main as cli_main
 
     # None keeps LightningCLI reading sys.argv itself, exactly as the old entry point did.

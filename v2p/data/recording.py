@@ -1,0 +1,426 @@
+"""``v2p record``: record episodes of a clip-observation env into sharded ``.npz`` files.
+
+The recordings are the pretraining data of the video encoder (:mod:`v2p.data.clips` reads
+them). Run ``v2p record --help`` or ``python -m v2p.data.recording --help``.
+
+Folder layout (format ``v2p-clips``, version 1)::
+
+    OUT/manifest.json
+    OUT/shard_00000.npz, OUT/shard_00001.npz, ...
+
+Each shard holds ``E`` whole episodes (``--episodes_per_shard``, the last shard fewer), written
+with ``np.savez_compressed`` (``--compress false``: ``np.savez``; ``np.load`` reads both):
+
+``frames``         uint8 (F, C, H, W). Per episode the T frames of the reset observation
+                   (oldest first), then the newest frame of every step's observation: an episode
+                   of L steps stores T + L frames, and the observation after k steps (k = 0 is
+                   the reset) is ``frames[start + k : start + k + T]``, ``start`` its offset.
+``episode_starts`` int64 (E + 1,) offsets of the episodes in ``frames``; the last is F.
+``actions``        float32 (S, A) the action of every step.
+``rewards``        float32 (S,) the reward of every step.
+``step_starts``    int64 (E + 1,) offsets of the episodes in ``actions`` / ``rewards``.
+``states``         float32 (O, D) ``info["task_state"]`` of every observation (L + 1 per
+                   episode, row k of an episode belongs to observation k); absent when the env
+                   reports no task state.
+``obs_starts``     int64 (E + 1,) offsets of the episodes in ``states``; absent with it.
+
+``manifest.json``: ``{"format": "v2p-clips", "version": 1, "env_id", "env_kwargs", "policy",
+"source", "seed", "clip_len": T, "frame_shape": [C, H, W], "state_dim": D or null, "shards":
+[{"file", "episodes", "frames", "steps"}, ...]}``. The manifest is rewritten after every shard,
+so an interrupted recording is still a valid (shorter) one.
+
+Storing one frame per step relies on the clips being sliding frame histories (observation k+1
+is observation k shifted by one frame); the recorder checks this at every step.
+
+Seeding: episode ``i`` is reset with seed ``SeedSequence([seed, i]).generate_state(1)[0]``, so
+any episode can be replayed alone; random actions and the SAC policy's sampling noise draw from
+streams derived from ``seed`` too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import sys
+import zipfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import gymnasium as gym
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from v2p.data.rollout import make_env
+from v2p.economics._validate import check_int
+
+__all__ = [
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "MANIFEST_NAME",
+    "EpisodeArrays",
+    "main",
+    "record",
+    "shard_name",
+]
+
+FORMAT_NAME = "v2p-clips"
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+
+Policy = Callable[[np.ndarray], np.ndarray]  # one observation (T, C, H, W) -> action (A,)
+
+
+def shard_name(index: int) -> str:
+    return f"shard_{index:05d}.npz"
+
+
+class EpisodeArrays(NamedTuple):
+    """One recorded episode of L steps, in the shard layout (see the module docstring)."""
+
+    frames: np.ndarray  # uint8 (T + L, C, H, W)
+    actions: np.ndarray  # float32 (L, A)
+    rewards: np.ndarray  # float32 (L,)
+    states: np.ndarray | None  # float32 (L + 1, D), or None without task_state
+
+
+# ------------------------------------------------------------------- checks
+
+
+def check_clip_env(env: gym.Env, env_id: str) -> tuple[int, int, int, int]:
+    """The clip shape (T, C, H, W) of ``env``; ValueError unless it records in this format."""
+    space = env.observation_space
+    if not (
+        isinstance(space, gym.spaces.Box) and space.dtype == np.uint8 and len(space.shape) == 4
+    ):
+        raise ValueError(
+            f"recording requires uint8 clip observations (T, C, H, W); env {env_id!r} has "
+            f"observation space {space}"
+        )
+    action_space = env.action_space
+    if not isinstance(action_space, gym.spaces.Box) or len(action_space.shape) != 1:
+        raise ValueError(
+            f"recording requires a 1-D Box action space; env {env_id!r} has {action_space}"
+        )
+    t, c, h, w = (int(d) for d in space.shape)
+    return t, c, h, w
+
+
+def _prepare_out(out: Path, overwrite: bool) -> None:
+    """Create ``out``; refuse a non-empty one unless ``overwrite`` (then clear old shards)."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out {str(out)!r} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise ValueError(
+                f"out folder {str(out)!r} is not empty; pass --overwrite true to replace its "
+                f"recording, or choose another folder"
+            )
+        # Only what a recording writes is removed: the folder may hold the user's other files.
+        for old in [*out.glob("shard_*.npz"), out / MANIFEST_NAME]:
+            old.unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+# ----------------------------------------------------------------- policies
+
+
+def _random_policy(action_space: gym.spaces.Box, seed: int) -> Policy:
+    rng = np.random.default_rng([seed, 1])  # a stream of its own, apart from the reset seeds
+    low, high = action_space.low, action_space.high
+    if not (np.isfinite(low).all() and np.isfinite(high).all()):
+        raise ValueError(f"policy 'random' needs a bounded action space, got {action_space}")
+    return lambda obs: rng.uniform(low, high).astype(np.float32)
+
+
+def load_sac_policy(path: str, clip_shape: Sequence[int], deterministic: bool, seed: int) -> Policy:
+    """A policy acting with the SAC checkpoint at ``path`` on observations of ``clip_shape``."""
+    from v2p.models.sac import SACModule  # imported here: v2p.models imports v2p.data
+
+    if not Path(path).is_file():
+        raise ValueError(f"policy {path!r} is neither 'random' nor an existing SAC checkpoint file")
+    try:
+        model = SACModule.load_from_checkpoint(path, map_location="cpu")
+    except (
+        OSError,
+        RuntimeError,
+        KeyError,
+        TypeError,
+        ValueError,
+        EOFError,
+        pickle.UnpicklingError,
+        zipfile.BadZipFile,
+    ) as e:
+        # The first line only: torch's unpickling errors run to a page of advice.
+        reason = (str(e).splitlines() or [""])[0]
+        raise ValueError(
+            f"cannot load SAC checkpoint {path!r}: {type(e).__name__}: {reason}"
+        ) from e
+    expected = tuple(int(d) for d in model.hparams.observation_shape)
+    if expected != tuple(clip_shape):
+        raise ValueError(
+            f"SAC checkpoint {path!r} was trained on observations {expected}, but the env "
+            f"gives {tuple(clip_shape)}; pass --env_kwargs matching its training env"
+        )
+    model.eval()
+    # The policy noise draws from torch's global RNG inside act(); a generator of its own is not
+    # an option there, so the global one is seeded (record is a command, not a library call).
+    torch.manual_seed(seed)
+    return lambda obs: model.act(obs[None], deterministic=deterministic)[0]
+
+
+def make_policy(
+    policy: str, env: gym.Env, clip_shape: Sequence[int], deterministic: bool, seed: int
+) -> Policy:
+    """``'random'`` (uniform actions) or a SAC checkpoint path."""
+    if policy == "random":
+        return _random_policy(env.action_space, seed)
+    return load_sac_policy(policy, clip_shape, deterministic, seed)
+
+
+# ---------------------------------------------------------------- recording
+
+
+def _task_state(info: dict[str, Any], env_id: str, where: str) -> np.ndarray | None:
+    state = info.get("task_state")
+    if state is None:
+        return None
+    state = np.asarray(state, dtype=np.float32)
+    if state.ndim != 1:
+        raise ValueError(f"env {env_id!r} reported a task_state of shape {state.shape} {where}")
+    return state
+
+
+def record_episode(
+    env: gym.Env, env_id: str, act: Policy, seed: int, max_steps: int | None = None
+) -> EpisodeArrays:
+    """Run one episode from ``env.reset(seed=seed)`` to its end (or ``max_steps`` steps)."""
+    obs, info = env.reset(seed=seed)
+    frames = [*obs]  # the T frames of the reset clip, oldest first
+    first_state = _task_state(info, env_id, "at reset")
+    states = [] if first_state is None else [first_state]
+    actions, rewards = [], []
+    done = False
+    while not done and (max_steps is None or len(actions) < max_steps):
+        action = np.asarray(act(obs), dtype=np.float32)
+        next_obs, reward, terminated, truncated, info = env.step(action)
+        step = len(actions)
+        if not np.array_equal(next_obs[:-1], obs[1:]):
+            raise ValueError(
+                f"env {env_id!r}: the observation after step {step} is not the previous one "
+                f"shifted by one frame; the shard format stores one new frame per step and needs "
+                f"sliding frame histories"
+            )
+        frames.append(next_obs[-1])
+        actions.append(action)
+        rewards.append(float(reward))
+        if first_state is not None:
+            state = _task_state(info, env_id, f"after step {step}")
+            if state is None or state.shape != first_state.shape:
+                raise ValueError(
+                    f"env {env_id!r} reported task_state of shape {first_state.shape} at reset "
+                    f"but {None if state is None else state.shape} after step {step}"
+                )
+            states.append(state)
+        obs, done = next_obs, bool(terminated or truncated)
+    action_dim = int(env.action_space.shape[0])
+    return EpisodeArrays(
+        frames=np.stack(frames).astype(np.uint8, copy=False),
+        actions=np.asarray(actions, dtype=np.float32).reshape(-1, action_dim),
+        rewards=np.asarray(rewards, dtype=np.float32),
+        states=np.stack(states) if states else None,
+    )
+
+
+def _offsets(lengths: Sequence[int]) -> np.ndarray:
+    return np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+
+
+def shard_arrays(episodes: Sequence[EpisodeArrays]) -> dict[str, np.ndarray]:
+    """The arrays of one shard holding ``episodes`` (all with or all without states)."""
+    arrays = {
+        "frames": np.concatenate([e.frames for e in episodes]),
+        "episode_starts": _offsets([len(e.frames) for e in episodes]),
+        "actions": np.concatenate([e.actions for e in episodes]),
+        "rewards": np.concatenate([e.rewards for e in episodes]),
+        "step_starts": _offsets([len(e.rewards) for e in episodes]),
+    }
+    if episodes[0].states is not None:
+        arrays["states"] = np.concatenate([e.states for e in episodes])
+        arrays["obs_starts"] = _offsets([len(e.states) for e in episodes])
+    return arrays
+
+
+def _write_atomic(path: Path, write: Callable[[Any], None]) -> None:
+    """Write through a temporary file, so a crash never leaves a truncated shard or manifest."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        write(f)
+    os.replace(tmp, path)
+
+
+class _ShardWriter:
+    """Buffers episodes and writes a shard every ``episodes_per_shard``, then the manifest."""
+
+    def __init__(
+        self, out: Path, manifest: dict[str, Any], episodes_per_shard: int, compress: bool
+    ):
+        self.out = out
+        self.manifest = {**manifest, "shards": []}
+        self.episodes_per_shard = episodes_per_shard
+        self.save = np.savez_compressed if compress else np.savez
+        self.pending: list[EpisodeArrays] = []
+
+    def add(self, episode: EpisodeArrays) -> None:
+        self.pending.append(episode)
+        if len(self.pending) == self.episodes_per_shard:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        arrays = shard_arrays(self.pending)
+        name = shard_name(len(self.manifest["shards"]))
+        _write_atomic(self.out / name, lambda f: self.save(f, **arrays))
+        self.manifest["shards"].append(
+            {
+                "file": name,
+                "episodes": len(self.pending),
+                "frames": len(arrays["frames"]),
+                "steps": len(arrays["rewards"]),
+            }
+        )
+        text = json.dumps(self.manifest, indent=2).encode()
+        _write_atomic(self.out / MANIFEST_NAME, lambda f: f.write(text))
+        self.pending = []
+
+
+def record(
+    out: str,
+    env_id: str = "v2p/DishwashingVideo-v0",
+    env_kwargs: dict[str, Any] | None = None,
+    episodes: int = 10,
+    policy: str = "random",
+    deterministic: bool = False,
+    seed: int = 0,
+    source: str = "platform",
+    episodes_per_shard: int = 50,
+    max_steps: int | None = None,
+    compress: bool = True,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Record ``episodes`` episodes of ``env_id`` into ``out``; returns the manifest's path.
+
+    Args:
+        out: output folder; created, and refused when it exists non-empty unless ``overwrite``.
+        env_id: any registered gymnasium id with uint8 clip observations (T, C, H, W).
+        env_kwargs: the env's constructor keyword arguments, e.g. ``{"height": 32}``.
+        episodes: how many episodes to record.
+        policy: ``random`` (uniform actions over the action space) or the path of a SAC
+            checkpoint (``SACModule``) trained on this env's observations.
+        deterministic: act with the SAC policy's mean action instead of sampling.
+        seed: seeds the episodes' resets and the policy's randomness (module docstring).
+        source: name of the data source, stored in the manifest.
+        episodes_per_shard: episodes per ``.npz`` shard.
+        max_steps: cut episodes after this many steps (None: run each to its end).
+        compress: ``np.savez_compressed`` rather than ``np.savez``.
+        overwrite: replace the shards and manifest of an existing recording in ``out``.
+        progress: show a progress bar over episodes.
+    """
+    check_int("episodes", episodes, ge=1)
+    check_int("episodes_per_shard", episodes_per_shard, ge=1)
+    check_int("seed", seed, ge=0)
+    if max_steps is not None:
+        check_int("max_steps", max_steps, ge=1)
+    env_kwargs = dict(env_kwargs or {})
+    out_dir = Path(out)
+
+    env = make_env(env_id, env_kwargs)  # a clear error on an unknown id or bad kwargs
+    try:
+        t, c, h, w = check_clip_env(env, env_id)
+        act = make_policy(policy, env, (t, c, h, w), deterministic, seed)
+        _prepare_out(out_dir, overwrite)  # only once everything else is known to work
+        writer = _ShardWriter(
+            out_dir,
+            {
+                "format": FORMAT_NAME,
+                "version": FORMAT_VERSION,
+                "env_id": env_id,
+                "env_kwargs": env_kwargs,
+                "policy": policy,
+                "deterministic": deterministic,
+                "source": source,
+                "seed": seed,
+                "clip_len": t,
+                "frame_shape": [c, h, w],
+                "state_dim": None,
+            },
+            episodes_per_shard,
+            compress,
+        )
+        for i in tqdm(range(episodes), desc="record", unit="episode", disable=not progress):
+            episode_seed = int(np.random.SeedSequence([seed, i]).generate_state(1)[0])
+            episode = record_episode(env, env_id, act, episode_seed, max_steps)
+            _check_states_consistent(writer.manifest, episode, env_id, i)
+            writer.add(episode)
+        writer.flush()
+    finally:
+        env.close()
+    return out_dir / MANIFEST_NAME
+
+
+def _check_states_consistent(
+    manifest: dict[str, Any], episode: EpisodeArrays, env_id: str, index: int
+) -> None:
+    """Every episode of a recording has task states of one size, or none has."""
+    dim = None if episode.states is None else int(episode.states.shape[1])
+    if index == 0:
+        manifest["state_dim"] = dim
+    elif dim != manifest["state_dim"]:
+        raise ValueError(
+            f"env {env_id!r} reported task_state of size {manifest['state_dim']} in episode 0 "
+            f"but {dim} in episode {index}"
+        )
+
+
+# ---------------------------------------------------------------------- CLI
+
+
+def build_parser():
+    """The ``v2p record`` parser, from :func:`record`'s signature and docstring."""
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    parser = ArgumentParser(
+        prog="v2p record",
+        description=(
+            "Record episodes of a clip-observation gymnasium env (random or SAC-checkpoint "
+            "policy) into sharded .npz files and a manifest.json, the encoder pretraining data."
+        ),
+    )
+    parser.add_argument("--config", action=ActionConfigFile)
+    # as_positional=False: every argument, --out included, is a --flag.
+    parser.add_function_arguments(record, as_positional=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``v2p record ...``; returns the exit status (2 on a bad argument or a failed record)."""
+    parser = build_parser()
+    cfg = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
+    kwargs = {k: v for k, v in cfg.as_dict().items() if k != "config"}
+    try:
+        manifest = record(**kwargs)
+    except ValueError as e:
+        print(f"v2p record: error: {e}", file=sys.stderr)
+        return 2
+    shards = json.loads(manifest.read_text())["shards"]
+    frames = sum(s["frames"] for s in shards)
+    print(f"v2p record: wrote {len(shards)} shard(s), {frames} frames; manifest {manifest}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
