@@ -36,6 +36,7 @@ from v2p.economics import DualAscent, error_rate, sla_target
 from v2p.economics._validate import check_int, check_scalar
 from v2p.encoders import build_encoder
 from v2p.models.components import Actor, TwinCritic
+from v2p.models.pretrain import load_pretrained_encoder
 
 
 class SACModule(L.LightningModule):
@@ -49,6 +50,10 @@ class SACModule(L.LightningModule):
         encoder_hidden_dim: hidden width of the MLP encoder.
         encoder_channels: base channels of the simple CNN encoders.
         encoder_weights_path: local R3D-18 weights file (never downloaded).
+        encoder_ckpt: a pretraining (or SAC) checkpoint whose encoder weights start this
+            model's encoder; its architecture, latent size and observation shape must match.
+        freeze_encoder: keep the encoder's weights fixed (no gradients, eval mode); otherwise
+            the critic loss fine-tunes it.
         hidden_dim, hidden_layers: actor and critic MLPs.
         gamma: discount factor.
         tau: Polyak rate of the target critic.
@@ -71,6 +76,8 @@ class SACModule(L.LightningModule):
         encoder_hidden_dim: int = 256,
         encoder_channels: int = 32,
         encoder_weights_path: str | None = None,
+        encoder_ckpt: str | None = None,
+        freeze_encoder: bool = False,
         hidden_dim: int = 256,
         hidden_layers: int = 2,
         gamma: float = 0.99,
@@ -110,6 +117,9 @@ class SACModule(L.LightningModule):
             channels=encoder_channels,
             weights_path=encoder_weights_path,
         )
+        if encoder_ckpt is not None:
+            load_encoder_weights(self.encoder, encoder_ckpt)
+        self.encoder.requires_grad_(not freeze_encoder)
         self.actor = Actor(latent_dim, low, high, hidden_dim, hidden_layers)
         self.critic = TwinCritic(latent_dim, action_dim, hidden_dim, hidden_layers)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
@@ -141,10 +151,17 @@ class SACModule(L.LightningModule):
 
     # ---------------------------------------------------------------- updates
 
+    def train(self, mode: bool = True) -> SACModule:
+        super().train(mode)
+        if self.hparams.freeze_encoder:
+            self.encoder.eval()  # a frozen encoder's BatchNorm statistics stay fixed too
+        return self
+
     def configure_optimizers(self) -> torch.optim.Optimizer:
         hp = self.hparams
+        encoder = [] if hp.freeze_encoder else list(self.encoder.parameters())
         groups = [
-            {"params": [*self.encoder.parameters(), *self.critic.parameters()], "lr": hp.critic_lr},
+            {"params": [*encoder, *self.critic.parameters()], "lr": hp.critic_lr},
             {"params": list(self.actor.parameters()), "lr": hp.actor_lr},
             {"params": [self.log_alpha], "lr": hp.alpha_lr},
         ]
@@ -179,7 +196,9 @@ class SACModule(L.LightningModule):
             soft_value = torch.min(q1_next, q2_next) - alpha * next_log_prob
             target_q = reward + hp.gamma * (1.0 - s.terminated) * soft_value  # (B,)
 
-        z = self.encoder(s.obs)  # (B, latent_dim), trained by the critic loss only
+        # (B, latent_dim), trained by the critic loss only (unless frozen)
+        with torch.set_grad_enabled(not hp.freeze_encoder):
+            z = self.encoder(s.obs)
         q1, q2 = self.critic(z, s.action)
         critic_loss = F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)
 
@@ -375,3 +394,23 @@ def _numpy_global_state_from_checkpoint(state: dict[str, Any]) -> tuple:
 def _as_tuples(value: Any) -> Any:
     """random.setstate needs tuples; a checkpoint round trip may hand back lists."""
     return tuple(_as_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def load_encoder_weights(encoder: torch.nn.Module, path: str) -> None:
+    """Copy the encoder of checkpoint ``path`` into ``encoder``, which must be the same model."""
+    pretrained = load_pretrained_encoder(path)
+    mine = (type(encoder).__name__, tuple(encoder.obs_shape), encoder.latent_dim)
+    theirs = (type(pretrained).__name__, tuple(pretrained.obs_shape), pretrained.latent_dim)
+    if mine != theirs:
+        raise ValueError(
+            f"encoder_ckpt {path!r} holds a {theirs[0]} for observations {theirs[1]} with "
+            f"latent_dim {theirs[2]}, but this model builds a {mine[0]} for {mine[1]} with "
+            f"latent_dim {mine[2]}; set encoder_arch and latent_dim to the pretraining run's"
+        )
+    try:
+        encoder.load_state_dict(pretrained.state_dict())
+    except RuntimeError as e:
+        raise ValueError(
+            f"encoder_ckpt {path!r} does not fit this model's encoder (different widths? "
+            f"set encoder_channels / encoder_hidden_dim to the pretraining run's): {e}"
+        ) from e

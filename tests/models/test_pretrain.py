@@ -1,0 +1,152 @@
+"""Encoder pretraining: the contrastive objective, the probe, and SAC starting from the result."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+
+from tests.models.conftest import make_run
+from v2p.models.pretrain import EncoderPretrainModule, load_pretrained_encoder
+from v2p.models.probe import linear_probe_r2
+from v2p.models.sac import SACModule
+
+CLIP = (4, 3, 32, 32)
+SMALL = dict(encoder_arch="simple2dcnn", encoder_channels=8, latent_dim=16, projection_dim=16)
+VIDEO_ENV = {"frames": 4, "height": 32, "width": 32}
+
+
+def pretrain_checkpoint(path, **kwargs) -> EncoderPretrainModule:
+    """A pretraining module with non-default weights, saved as a Lightning checkpoint."""
+    L.seed_everything(0, verbose=False)
+    module = EncoderPretrainModule(CLIP, **{**SMALL, **kwargs})
+    with torch.no_grad():
+        for p in module.encoder.parameters():
+            p.add_(0.05 * torch.randn_like(p))  # so loading is distinguishable from a fresh init
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer.strategy.connect(module)
+    trainer.save_checkpoint(path)
+    return module
+
+
+def test_contrastive_loss_masks_other_clips_of_the_same_episode():
+    module = EncoderPretrainModule(CLIP, **SMALL)
+    clips = torch.randint(0, 256, (6, *CLIP), dtype=torch.uint8)
+    episode = torch.tensor([0, 0, 1, 1, 2, 2])
+    loss, accuracy = module.contrastive_loss(clips, clips, episode)
+    assert torch.isfinite(loss) and 0.0 <= accuracy <= 1.0
+    # With every clip in one episode only the positive is left in each row: the loss is zero.
+    loss_one_episode, accuracy_one = module.contrastive_loss(clips, clips, torch.zeros(6).long())
+    assert loss_one_episode.item() == pytest.approx(0.0, abs=1e-6) and accuracy_one == 1.0
+
+
+def test_momentum_target_moves_toward_the_online_encoder():
+    module = EncoderPretrainModule(CLIP, momentum=0.5, **SMALL)
+    with torch.no_grad():
+        for p in module.encoder.parameters():
+            p.add_(1.0)
+    before = [p.clone() for p in module.target_encoder.parameters()]
+    module.on_train_batch_end(None, None, 0)
+    after = module.target_encoder.parameters()
+    for b, t, o in zip(before, after, module.encoder.parameters(), strict=True):
+        torch.testing.assert_close(t, 0.5 * b + 0.5 * o)
+
+
+def test_linear_probe_scores_a_linear_signal_and_rejects_noise():
+    g = torch.Generator().manual_seed(0)
+    latents = torch.randn(400, 8, generator=g)
+    episodes = torch.arange(400) // 10
+    linear = latents @ torch.randn(8, 3, generator=g)
+    noise = torch.randn(400, 3, generator=g)
+    assert linear_probe_r2(latents, linear, episodes) > 0.99
+    assert linear_probe_r2(latents, noise, episodes) < 0.1
+    # A constant state dimension and unknown (NaN) rows neither crash nor count.
+    states = torch.cat([linear, torch.ones(400, 1)], dim=1)
+    states[:50] = float("nan")
+    assert linear_probe_r2(latents, states, episodes) > 0.99
+    assert linear_probe_r2(latents, torch.empty(400, 0), episodes) is None
+
+
+def test_bad_hyper_parameters_are_named():
+    with pytest.raises(ValueError, match="temperature"):
+        EncoderPretrainModule(CLIP, temperature=0.0)
+    with pytest.raises(ValueError, match="momentum"):
+        EncoderPretrainModule(CLIP, momentum=1.5)
+
+
+def test_sac_starts_from_the_pretrained_encoder(tmp_path):
+    path = tmp_path / "pretrain.ckpt"
+    pretrained = pretrain_checkpoint(path)
+    sac = SACModule(CLIP, [0.0, 0.0], [1.0, 1.0], encoder_ckpt=str(path), **_sac_encoder())
+    fresh = SACModule(CLIP, [0.0, 0.0], [1.0, 1.0], **_sac_encoder())
+    clips = torch.randint(0, 256, (5, *CLIP), dtype=torch.uint8)
+    pretrained.eval(), sac.eval(), fresh.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(sac.encoder(clips), pretrained.encoder(clips), rtol=0, atol=0)
+        assert not torch.allclose(fresh.encoder(clips), pretrained.encoder(clips))
+    # load_pretrained_encoder also reads a SAC checkpoint's encoder.
+    assert type(load_pretrained_encoder(path)).__name__ == "Simple2DCNN"
+
+
+def test_frozen_encoder_keeps_its_weights_through_sac_updates(tmp_path):
+    path = tmp_path / "pretrain.ckpt"
+    pretrained = pretrain_checkpoint(path)
+    model, dm, trainer = _video_run(tmp_path, encoder_ckpt=str(path), freeze_encoder=True)
+    critic_before = [p.clone() for p in model.critic.parameters()]
+    trainer.fit(model, dm)
+    assert trainer.global_step == 6
+    for name, p in model.encoder.state_dict().items():
+        torch.testing.assert_close(p, pretrained.encoder.state_dict()[name], rtol=0, atol=0)
+    assert not any(p.requires_grad for p in model.encoder.parameters())
+    assert any(  # the rest of SAC did train
+        not torch.equal(a, b) for a, b in zip(model.critic.parameters(), critic_before, strict=True)
+    )
+
+
+def test_unfrozen_encoder_is_fine_tuned(tmp_path):
+    path = tmp_path / "pretrain.ckpt"
+    pretrained = pretrain_checkpoint(path)
+    model, dm, trainer = _video_run(tmp_path, encoder_ckpt=str(path), freeze_encoder=False)
+    trainer.fit(model, dm)
+    changed = [
+        not torch.equal(p, pretrained.encoder.state_dict()[name])
+        for name, p in model.encoder.state_dict().items()
+    ]
+    assert any(changed)
+
+
+def test_missing_corrupt_and_incompatible_encoder_checkpoints_fail_clearly(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"nowhere\.ckpt"):
+        SACModule(CLIP, [0.0], [1.0], encoder_ckpt=str(tmp_path / "nowhere.ckpt"), **_sac_encoder())
+    corrupt = tmp_path / "corrupt.ckpt"
+    corrupt.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match=r"corrupt\.ckpt.*not a readable checkpoint"):
+        load_pretrained_encoder(corrupt)
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"lr": 1.0}}, foreign)
+    with pytest.raises(ValueError, match="no encoder hyper-parameters"):
+        load_pretrained_encoder(foreign)
+
+    path = tmp_path / "pretrain.ckpt"
+    pretrain_checkpoint(path)
+    with pytest.raises(ValueError, match=r"latent_dim 16.*latent_dim 32"):
+        SACModule(CLIP, [0.0], [1.0], encoder_ckpt=str(path), **_sac_encoder(latent_dim=32))
+    with pytest.raises(ValueError, match=r"Simple2DCNN.*\(4, 3, 32, 32\).*\(8, 3, 32, 32\)"):
+        SACModule((8, 3, 32, 32), [0.0], [1.0], encoder_ckpt=str(path), **_sac_encoder())
+    with pytest.raises(ValueError, match="encoder_channels"):
+        SACModule(CLIP, [0.0], [1.0], encoder_ckpt=str(path), **_sac_encoder(encoder_channels=4))
+
+
+def _sac_encoder(**overrides) -> dict:
+    return {**{k: v for k, v in SMALL.items() if k != "projection_dim"}, **overrides}
+
+
+def _video_run(root, **model_kwargs):
+    return make_run(
+        root,
+        env_id="v2p/DishwashingVideo-v0",
+        env_kwargs=VIDEO_ENV,
+        model_kwargs={**_sac_encoder(), **model_kwargs},
+        max_steps=6,
+        data_kwargs={"batch_size": 8, "warmup_steps": 16, "updates_per_epoch": 3},
+    )

@@ -1,0 +1,220 @@
+"""Self-supervised pretraining of the clip encoder, and loading it into other modules.
+
+Temporal contrast (MoCo v3 style, on clips): a clip and a clip a few frames later in the same
+episode are a positive pair; the other episodes' clips in the batch are negatives. The query is
+``predictor(projector(encoder(anchor)))``, the key ``target_projector(target_encoder(positive)))``
+from a momentum (EMA) copy, and the loss is a symmetric InfoNCE. Clips of the same episode at
+other positions are neither positives nor negatives (masked out), so pairs never cross episodes
+and the encoder is not pushed to tell apart two moments of one shift that look alike.
+Augmentation (random shift) comes from :class:`~v2p.data.clips.ClipDataModule`.
+
+Validation reports the InfoNCE loss on unaugmented clips and a linear probe: the R^2 of the
+recorded task state predicted from frozen latents (:func:`~v2p.models.probe.linear_probe_r2`).
+
+The checkpoint stores the encoder under ``encoder.*`` with the same hyper-parameter names as
+:class:`~v2p.models.sac.SACModule`, so :func:`load_pretrained_encoder` reads either.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+from v2p.economics._validate import check_scalar
+from v2p.encoders import build_encoder
+from v2p.models.probe import linear_probe_r2
+
+ENCODER_HPARAMS = ("encoder_arch", "observation_shape", "latent_dim")
+
+
+def projection_head(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Linear(in_dim, hidden_dim),
+        nn.LayerNorm(hidden_dim),
+        nn.ReLU(),
+        nn.Linear(hidden_dim, out_dim),
+    )
+
+
+class EncoderPretrainModule(L.LightningModule):
+    """Temporal-contrast pretraining of ``build_encoder(encoder_arch, observation_shape, ...)``.
+
+    Args:
+        observation_shape: the clip shape ``(T, C, H, W)`` (linked from the data module).
+        encoder_arch, latent_dim, encoder_hidden_dim, encoder_channels, encoder_weights_path:
+            the encoder, as in :class:`~v2p.models.sac.SACModule` (same names, so a SAC config
+            can load this checkpoint with ``encoder_ckpt``).
+        projection_dim: size of the contrastive embedding.
+        temperature: InfoNCE temperature.
+        momentum: EMA rate of the target encoder and projector (1 = frozen).
+        lr, weight_decay: AdamW.
+        probe_ridge: ridge strength of the validation linear probe.
+    """
+
+    def __init__(
+        self,
+        observation_shape: Sequence[int],
+        encoder_arch: str = "simple2dcnn",
+        latent_dim: int = 64,
+        encoder_hidden_dim: int = 256,
+        encoder_channels: int = 32,
+        encoder_weights_path: str | None = None,
+        projection_dim: int = 128,
+        temperature: float = 0.1,
+        momentum: float = 0.99,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        probe_ridge: float = 1e-3,
+    ) -> None:
+        super().__init__()
+        check_scalar("temperature", temperature, gt=0.0)
+        check_scalar("momentum", momentum, ge=0.0, le=1.0)
+        check_scalar("lr", lr, gt=0.0)
+        check_scalar("weight_decay", weight_decay, ge=0.0)
+        check_scalar("probe_ridge", probe_ridge, gt=0.0)
+        self.save_hyperparameters()
+        self.encoder = build_encoder(
+            encoder_arch,
+            observation_shape,
+            latent_dim=latent_dim,
+            hidden_dim=encoder_hidden_dim,
+            channels=encoder_channels,
+            weights_path=encoder_weights_path,
+        )
+        self.projector = projection_head(latent_dim, 2 * projection_dim, projection_dim)
+        self.predictor = projection_head(projection_dim, 2 * projection_dim, projection_dim)
+        self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
+        self.target_projector = copy.deepcopy(self.projector).requires_grad_(False)
+        self._val_latents: list[torch.Tensor] = []
+        self._val_states: list[torch.Tensor] = []
+        self._val_episodes: list[torch.Tensor] = []
+
+    # ------------------------------------------------------------------ loss
+
+    def contrastive_loss(
+        self, anchor: torch.Tensor, positive: torch.Tensor, episode: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Symmetric InfoNCE of (anchor, positive) pairs; returns (loss, top-1 accuracy)."""
+        queries = torch.cat([anchor, positive])
+        keys = torch.cat([positive, anchor])
+        q = F.normalize(self.predictor(self.projector(self.encoder(queries))), dim=1)
+        with torch.no_grad():
+            k = F.normalize(self.target_projector(self.target_encoder(keys)), dim=1)
+        episodes = torch.cat([episode, episode])
+        logits = q @ k.T / self.hparams.temperature  # (2B, 2B); row i's positive is key i
+        eye = torch.eye(logits.shape[0], dtype=torch.bool, device=logits.device)
+        same_episode = episodes[:, None] == episodes[None, :]
+        logits = logits.masked_fill(same_episode & ~eye, float("-inf"))
+        labels = torch.arange(logits.shape[0], device=logits.device)
+        loss = F.cross_entropy(logits, labels)
+        accuracy = (logits.argmax(dim=1) == labels).float().mean()
+        return loss, accuracy
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        loss, accuracy = self.contrastive_loss(batch.anchor, batch.positive, batch.episode)
+        self.log_dict({"train/loss": loss, "train/accuracy": accuracy}, prog_bar=True)
+        return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # The momentum target follows the online networks after every optimiser step.
+        online = [*self.encoder.parameters(), *self.projector.parameters()]
+        target = [*self.target_encoder.parameters(), *self.target_projector.parameters()]
+        with torch.no_grad():
+            torch._foreach_lerp_(target, online, 1.0 - self.hparams.momentum)
+            for src, dst in zip(
+                [*self.encoder.buffers(), *self.projector.buffers()],
+                [*self.target_encoder.buffers(), *self.target_projector.buffers()],
+                strict=True,
+            ):
+                dst.copy_(src)  # BatchNorm statistics (R3D-18) follow without averaging
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        params = [*self.encoder.parameters(), *self.projector.parameters(),
+                  *self.predictor.parameters()]
+        return torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+
+    # ------------------------------------------------------------ validation
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        loss, accuracy = self.contrastive_loss(batch.anchor, batch.positive, batch.episode)
+        self.log_dict({"val/loss": loss, "val/accuracy": accuracy}, prog_bar=True)
+        self._val_latents.append(self.encoder(batch.anchor).float())
+        self._val_states.append(batch.state.float())
+        self._val_episodes.append(batch.episode)
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_latents, self._val_states, self._val_episodes = [], [], []
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val_latents:
+            return
+        # Every rank probes the same gathered rows, so the logged value needs no reduction.
+        latents, states, episodes = (
+            self._flatten_ranks(self.all_gather(torch.cat(rows)))
+            for rows in (self._val_latents, self._val_states, self._val_episodes)
+        )
+        r2 = linear_probe_r2(latents, states, episodes, ridge=self.hparams.probe_ridge)
+        if r2 is not None:
+            self.log("val/probe_r2", r2, prog_bar=True, sync_dist=False)
+        self._val_latents, self._val_states, self._val_episodes = [], [], []
+
+    def _flatten_ranks(self, gathered: torch.Tensor) -> torch.Tensor:
+        return gathered.flatten(0, 1) if self.trainer.world_size > 1 else gathered
+
+    test_step = validation_step
+    on_test_epoch_start = on_validation_epoch_start
+    on_test_epoch_end = on_validation_epoch_end
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_pretrained_encoder(path: str | os.PathLike, map_location: Any = "cpu") -> nn.Module:
+    """The encoder of a pretraining (or SAC) Lightning checkpoint, with its trained weights.
+
+    The encoder is rebuilt from the checkpoint's hyper-parameters (``encoder_arch``,
+    ``observation_shape``, ``latent_dim`` and the width arguments) and loaded strictly.
+    Raises FileNotFoundError for a missing file and ValueError for one that is not a readable
+    checkpoint or holds no encoder.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"encoder checkpoint {path!r} does not exist")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as e:  # a truncated or foreign file fails in many ways inside torch.load
+        raise ValueError(f"encoder checkpoint {path!r} is not a readable checkpoint: {e}") from e
+    if not isinstance(checkpoint, Mapping) or "state_dict" not in checkpoint:
+        raise ValueError(f"encoder checkpoint {path!r} is not a Lightning checkpoint")
+    hparams = checkpoint.get("hyper_parameters") or {}
+    missing = [name for name in ENCODER_HPARAMS if name not in hparams]
+    if missing:
+        raise ValueError(
+            f"encoder checkpoint {path!r} has no encoder hyper-parameters {missing}; expected "
+            "a checkpoint of EncoderPretrainModule or SACModule"
+        )
+    encoder = build_encoder(
+        hparams["encoder_arch"],
+        hparams["observation_shape"],
+        latent_dim=hparams["latent_dim"],
+        hidden_dim=hparams.get("encoder_hidden_dim", 256),
+        channels=hparams.get("encoder_channels", 32),
+    )
+    prefix = "encoder."
+    weights = {
+        k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)
+    }
+    if not weights:
+        raise ValueError(f"encoder checkpoint {path!r} holds no 'encoder.*' weights")
+    try:
+        encoder.load_state_dict(weights)
+    except RuntimeError as e:
+        raise ValueError(f"encoder checkpoint {path!r} does not fit its own encoder: {e}") from e
+    return encoder
