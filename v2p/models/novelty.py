@@ -1,0 +1,477 @@
+"""Novelty of an observation: the denoising error of a diffusion prior over encoder latents.
+
+``LatentDiffusionNovelty`` trains a small epsilon-predicting DDPM (Ho et al. 2020,
+arXiv:2006.11239) on the latents ``z`` of the shared, frozen encoder. A latent on the data
+manifold is denoised well; one off it is not, so the denoising error at a few fixed noise levels,
+z-scored against in-distribution errors, is its novelty (ECONOMICS.md section 7; the same idea as
+diffusion-based OOD detection, e.g. Graham et al. 2023, arXiv:2211.07740).
+
+Normalisation. Latents are standardised per dimension with a mean and std fitted on training
+latents: either explicitly (:meth:`LatentDiffusionNovelty.fit_normaliser`), or automatically from
+running sums over the first ``normaliser_batches`` training batches, then frozen. Both live in
+buffers, so checkpoints carry them.
+
+Calibration. :meth:`LatentDiffusionNovelty.score` needs the mean and std of each scoring
+timestep's error on in-distribution latents. Validation sets them at the end of every epoch
+(once the normaliser is frozen); :meth:`calibrate` sets them from given latents and
+:meth:`update_statistics` tracks them as an EMA for online training. Before any of these,
+``score`` raises.
+
+Online use (e.g. from SAC, on replay latents): ``loss = novelty.diffusion_loss(z)`` and step an
+optimiser over ``novelty.denoiser.parameters()`` (or call :meth:`update_online`), then
+``novelty.update_statistics(z)`` to keep the z-scoring current.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn as nn
+from diffusers import DDIMScheduler, DDPMScheduler
+from diffusers.models.embeddings import Timesteps
+from torch.nn import functional as F
+
+MAX_SCORE_EVALUATIONS = 10  # denoiser evaluations per sample that score() may spend
+
+
+class ResidualBlock(nn.Module):
+    """Pre-norm residual MLP block conditioned on the timestep embedding by addition."""
+
+    def __init__(self, hidden_dim: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(hidden_dim)
+        self.fc1 = nn.Linear(hidden_dim, hidden_dim)
+        self.time = nn.Linear(hidden_dim, hidden_dim)
+        self.fc2 = nn.Linear(hidden_dim, hidden_dim)
+
+    def forward(self, h: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        x = F.silu(self.fc1(self.norm(h)) + self.time(temb))  # (N, hidden)
+        return h + self.fc2(x)
+
+
+class DenoiserMLP(nn.Module):
+    """epsilon(x_t, t): (N, latent_dim) noisy latents and (N,) long timesteps -> (N, latent_dim)."""
+
+    def __init__(
+        self, latent_dim: int, hidden_dim: int = 256, num_blocks: int = 3, time_dim: int = 128
+    ) -> None:
+        super().__init__()
+        # The sinusoidal embedding of the diffusers UNets (flip_sin_to_cos, no frequency shift).
+        self.time_proj = Timesteps(time_dim, flip_sin_to_cos=True, downscale_freq_shift=0)
+        self.time_mlp = nn.Sequential(
+            nn.Linear(time_dim, hidden_dim), nn.SiLU(), nn.Linear(hidden_dim, hidden_dim), nn.SiLU()
+        )
+        self.inp = nn.Linear(latent_dim, hidden_dim)
+        self.blocks = nn.ModuleList(ResidualBlock(hidden_dim) for _ in range(num_blocks))
+        self.out = nn.Sequential(nn.LayerNorm(hidden_dim), nn.Linear(hidden_dim, latent_dim))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        temb = self.time_mlp(self.time_proj(t).to(x.dtype))  # (N, hidden); Timesteps gives fp32
+        h = self.inp(x)  # (N, hidden)
+        for block in self.blocks:
+            h = block(h, temb)
+        return self.out(h)  # (N, latent_dim)
+
+
+def load_frozen_encoder(path: str) -> nn.Module:
+    """The pretrained encoder at ``path``, in eval mode with gradients off."""
+    # Imported here so that this module works with latents alone (and before pretraining exists).
+    from v2p.models.pretrain import load_pretrained_encoder
+
+    encoder = load_pretrained_encoder(path)
+    return encoder.eval().requires_grad_(False)
+
+
+class LatentDiffusionNovelty(L.LightningModule):
+    """A DDPM prior over encoder latents whose denoising error scores novelty.
+
+    Args:
+        latent_dim: size of ``z``; optional when ``encoder_ckpt`` gives it (then they must agree).
+        encoder_ckpt: pretraining checkpoint of the frozen encoder (needed to train on clips).
+        observation_shape: the data's observation shape (linked by the CLI); must be the
+            encoder's ``obs_shape``, or ``(latent_dim,)`` for data that already are latents.
+        hidden_dim, num_blocks: width and depth of the residual MLP denoiser.
+        num_train_timesteps, beta_schedule: the diffusers ``DDPMScheduler`` noise schedule.
+        score_timesteps: the K timesteps whose denoising errors make the score.
+        score_draws: fixed noise draws per timestep; ``K * score_draws <= 10`` evaluations.
+        score_seed: seed of the fixed scoring noise (so a latent always gets the same score).
+        normaliser_batches: training batches whose latents fit the normaliser before it freezes.
+        stats_momentum: EMA rate of :meth:`update_statistics`.
+        lr, weight_decay: AdamW over the denoiser only.
+    """
+
+    def __init__(
+        self,
+        latent_dim: int | None = None,
+        encoder_ckpt: str | None = None,
+        observation_shape: Sequence[int] | None = None,
+        hidden_dim: int = 256,
+        num_blocks: int = 3,
+        num_train_timesteps: int = 1000,
+        beta_schedule: str = "squaredcos_cap_v2",
+        score_timesteps: Sequence[int] = (10, 50, 150, 300, 500),
+        score_draws: int = 2,
+        score_seed: int = 0,
+        normaliser_batches: int = 50,
+        stats_momentum: float = 0.01,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.encoder = None if encoder_ckpt is None else load_frozen_encoder(encoder_ckpt)
+        self.latent_dim = _resolve_latent_dim(latent_dim, self.encoder, encoder_ckpt)
+        _check_observation_shape(observation_shape, self.encoder, self.latent_dim, encoder_ckpt)
+        _check_settings(
+            num_train_timesteps, score_timesteps, score_draws, normaliser_batches, stats_momentum
+        )
+
+        self.denoiser = DenoiserMLP(self.latent_dim, hidden_dim, num_blocks)
+        # clip_sample defaults to True in diffusers and clamps the predicted x0 to [-1, 1] in
+        # step(); standardised latents routinely leave that range, so it is off.
+        schedule = dict(
+            num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule, clip_sample=False
+        )
+        self.scheduler = DDPMScheduler(**schedule)
+        self.sampling_scheduler = DDIMScheduler(**schedule)
+
+        d, k = self.latent_dim, len(score_timesteps)
+        # The scoring noise and timesteps: constants recreated from the seed, so not persistent.
+        # Every sample uses the same draws, so its score does not depend on its batch.
+        gen = torch.Generator().manual_seed(score_seed)
+        noise = torch.randn(k * score_draws, d, generator=gen)  # (K*S, D)
+        steps = torch.tensor(list(score_timesteps), dtype=torch.long).repeat_interleave(score_draws)
+        self.register_buffer("score_noise", noise, persistent=False)  # (K*S, D)
+        self.register_buffer("score_t", steps, persistent=False)  # (K*S,) long
+
+        # Normaliser: running sums over training latents, then frozen (module docstring).
+        self.register_buffer("z_mean", torch.zeros(d))
+        self.register_buffer("z_std", torch.ones(d))
+        self.register_buffer("z_sum", torch.zeros(d))
+        self.register_buffer("z_sqsum", torch.zeros(d))
+        self.register_buffer("z_count", torch.zeros(()))
+        self.register_buffer("normaliser_frozen", torch.zeros((), dtype=torch.bool))
+        # Calibration: mean and std of each scoring timestep's error on in-distribution latents.
+        self.register_buffer("err_mean", torch.zeros(k))
+        self.register_buffer("err_std", torch.ones(k))
+        self.register_buffer("calibrated", torch.zeros((), dtype=torch.bool))
+        # Python mirrors of the two flags, so the hot paths branch without a host sync; they are
+        # refreshed from the buffers whenever a state dict is loaded.
+        self._normaliser_frozen = False
+        self._calibrated = False
+        self._normaliser_updates = 0
+        self.register_load_state_dict_post_hook(_sync_flags)
+        self._val_errors: list[torch.Tensor] = []
+        self._val_generator: torch.Generator | None = None
+
+    # ----------------------------------------------------------------- encoder and latents
+
+    def train(self, mode: bool = True) -> LatentDiffusionNovelty:
+        super().train(mode)
+        if self.encoder is not None:
+            self.encoder.eval()  # frozen: its normalisation layers must not change mode
+        return self
+
+    @torch.no_grad()
+    def encode(self, obs: torch.Tensor) -> torch.Tensor:
+        """(B, *obs_shape) observations -> (B, latent_dim) latents of the frozen encoder."""
+        if self.encoder is None:
+            raise RuntimeError(
+                "LatentDiffusionNovelty has no encoder; construct it with encoder_ckpt=PATH to "
+                "score observations, or pass latents"
+            )
+        return self.encoder(obs)
+
+    def latents_of(self, batch: Any) -> torch.Tensor:
+        """Latents of a batch: a (B, latent_dim) tensor, a 1-tuple of one (TensorDataset), or a
+        ClipBatch (its ``anchor`` clips are encoded)."""
+        if hasattr(batch, "anchor"):
+            return self.encode(batch.anchor)  # (B, T, C, H, W) uint8 -> (B, latent_dim)
+        if isinstance(batch, list | tuple) and len(batch) == 1:
+            batch = batch[0]
+        if not isinstance(batch, torch.Tensor):
+            raise TypeError(
+                f"LatentDiffusionNovelty expects a latent tensor or a ClipBatch, got "
+                f"{type(batch).__name__}"
+            )
+        return self._check_latents("batch", batch)
+
+    def _check_latents(self, name: str, z: torch.Tensor) -> torch.Tensor:
+        if z.dim() != 2 or z.shape[1] != self.latent_dim or not z.is_floating_point():
+            raise ValueError(
+                f"{name} must be floating latents of shape (B, {self.latent_dim}), got "
+                f"{tuple(z.shape)} {z.dtype}"
+            )
+        return z
+
+    # ------------------------------------------------------------------------ normaliser
+
+    def normalise(self, z: torch.Tensor) -> torch.Tensor:
+        return (z - self.z_mean.to(z.dtype)) / self.z_std.to(z.dtype)
+
+    @torch.no_grad()
+    def update_normaliser(self, z: torch.Tensor) -> None:
+        """Add latents (B, D) to the running sums and refit mean and std (no-op once frozen).
+
+        Under DDP the sums are reduced over ranks, so every rank normalises alike."""
+        if self._normaliser_frozen:
+            return
+        z = self._check_latents("z", z).float()
+        sums = torch.stack([z.sum(0), z.square().sum(0), z.new_full((z.shape[1],), z.shape[0])])
+        if self._trainer is not None:
+            sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
+        self.z_sum += sums[0]
+        self.z_sqsum += sums[1]
+        self.z_count += sums[2, 0]
+        self._set_normaliser(self.z_sum / self.z_count, self.z_sqsum / self.z_count)
+
+    @torch.no_grad()
+    def fit_normaliser(self, z: torch.Tensor) -> None:
+        """Set the normaliser from latents (B >= 2, D) and freeze it."""
+        z = self._check_latents("z", z).float()
+        if z.shape[0] < 2:
+            raise ValueError(f"fit_normaliser needs at least 2 latents, got {z.shape[0]}")
+        self._set_normaliser(z.mean(0), z.square().mean(0))
+        self.freeze_normaliser()
+
+    def freeze_normaliser(self) -> None:
+        self.normaliser_frozen.fill_(True)
+        self._normaliser_frozen = True
+
+    def _set_normaliser(self, mean: torch.Tensor, second_moment: torch.Tensor) -> None:
+        var = (second_moment - mean.square()).clamp_min(0.0)
+        self.z_mean.copy_(mean)
+        # A floor so a (nearly) constant latent dimension is not blown up into noise.
+        self.z_std.copy_(var.sqrt().clamp_min(1e-3))
+
+    # ------------------------------------------------------------------------- diffusion
+
+    def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """q(x_t | x_0) of the DDPM schedule; ``t`` is (N,) long on x0's device."""
+        return self.scheduler.add_noise(x0, noise, t)
+
+    def diffusion_loss(
+        self, z: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """epsilon-prediction MSE of raw latents (B, D) at uniformly random timesteps."""
+        x0 = self.normalise(self._check_latents("z", z))  # (B, D)
+        t = torch.randint(
+            0,
+            self.hparams.num_train_timesteps,
+            (x0.shape[0],),
+            device=x0.device,
+            generator=generator,
+        )  # (B,) long
+        noise = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
+        return F.mse_loss(self.denoiser(self.add_noise(x0, noise, t), t), noise)
+
+    def update_online(self, z: torch.Tensor, optimizer: torch.optim.Optimizer) -> torch.Tensor:
+        """One gradient step of the denoiser on latents (B, D), then the EMA statistics.
+
+        ``optimizer`` must hold ``self.denoiser.parameters()`` (see
+        :meth:`configure_optimizers`). Returns the detached loss (no host sync)."""
+        self.update_normaliser(z.detach())
+        loss = self.diffusion_loss(z.detach())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        self.update_statistics(z.detach())
+        return loss.detach()
+
+    # --------------------------------------------------------------------------- scoring
+
+    @torch.no_grad()
+    def denoising_errors(self, z: torch.Tensor) -> torch.Tensor:
+        """Per-sample epsilon MSE at each scoring timestep, (B, K); fixed noise, so deterministic.
+
+        One denoiser call over B * K * score_draws rows (at most 10 per sample)."""
+        x0 = self.normalise(self._check_latents("z", z))  # (B, D)
+        b, d = x0.shape
+        m = self.score_t.shape[0]  # K * S
+        noise = self.score_noise.to(x0.dtype).expand(b, m, d).reshape(b * m, d)
+        t = self.score_t.repeat(b)  # (B*K*S,) long, sample-major like the rows below
+        x0 = x0[:, None, :].expand(b, m, d).reshape(b * m, d)
+        err = (self.denoiser(self.add_noise(x0, noise, t), t) - noise).square().mean(-1)
+        k = len(self.hparams.score_timesteps)
+        return err.view(b, k, self.hparams.score_draws).mean(-1)  # (B, K)
+
+    @torch.no_grad()
+    def score(self, z: torch.Tensor) -> torch.Tensor:
+        """Novelty of latents (B, D): per-timestep errors z-scored on in-distribution
+        latents, averaged over timesteps. (B,), on z's device and dtype; higher = more novel."""
+        if not self._calibrated:
+            raise RuntimeError(
+                "LatentDiffusionNovelty.score needs calibration statistics: run validation "
+                "(fit with a val set), call calibrate(z_val) or update_statistics(z) first"
+            )
+        err = self.denoising_errors(z)  # (B, K)
+        zs = (err - self.err_mean.to(err.dtype)) / self.err_std.to(err.dtype)
+        return zs.mean(-1)
+
+    @torch.no_grad()
+    def score_observations(self, obs: torch.Tensor) -> torch.Tensor:
+        """Novelty of observations (B, *obs_shape) through the frozen encoder. (B,)"""
+        return self.score(self.encode(obs))
+
+    @torch.no_grad()
+    def calibrate(self, z: torch.Tensor) -> None:
+        """Set the z-scoring statistics from in-distribution latents (B >= 2, D)."""
+        if z.shape[0] < 2:
+            raise ValueError(f"calibrate needs at least 2 latents, got {z.shape[0]}")
+        self._set_statistics(self.denoising_errors(z).float())
+
+    @torch.no_grad()
+    def update_statistics(self, z: torch.Tensor) -> None:
+        """EMA (rate ``stats_momentum``) of the per-timestep error mean and variance on
+        latents (B >= 2, D), for online training; the first call sets them outright."""
+        err = self.denoising_errors(z).float()  # (B, K)
+        if not self._calibrated:
+            self._set_statistics(err)
+            return
+        m = self.hparams.stats_momentum
+        var = self.err_std.square().lerp(err.var(0), m)
+        self.err_mean.lerp_(err.mean(0), m)
+        self.err_std.copy_(var.sqrt().clamp_min(1e-6))
+
+    def _set_statistics(self, err: torch.Tensor) -> None:
+        self.err_mean.copy_(err.mean(0))
+        self.err_std.copy_(err.std(0).clamp_min(1e-6))
+        self.calibrated.fill_(True)
+        self._calibrated = True
+
+    # -------------------------------------------------------------------------- sampling
+
+    @torch.no_grad()
+    def sample(
+        self, num_samples: int, num_inference_steps: int = 50, seed: int | None = None
+    ) -> torch.Tensor:
+        """Latents (N, D) drawn from the prior with DDIM (eta = 0), in the encoder's scale."""
+        sched = self.sampling_scheduler
+        sched.set_timesteps(num_inference_steps, device=self.device)  # step() needs it first
+        gen = None if seed is None else torch.Generator(self.device).manual_seed(seed)
+        x = torch.randn(num_samples, self.latent_dim, device=self.device, generator=gen)
+        x = x.to(self.z_mean.dtype)
+        for t in sched.timesteps:
+            eps = self.denoiser(x, t.expand(num_samples).to(self.device))
+            x = sched.step(eps, t, x).prev_sample
+        return x * self.z_std + self.z_mean
+
+    # ------------------------------------------------------------------------- Lightning
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        # The denoiser only: the encoder is frozen and not the novelty model's to train.
+        return torch.optim.AdamW(
+            self.denoiser.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
+        )
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        z = self.latents_of(batch)
+        if not self._normaliser_frozen:
+            self.update_normaliser(z)
+            self._normaliser_updates += 1
+            if self._normaliser_updates >= self.hparams.normaliser_batches:
+                self.freeze_normaliser()
+        loss = self.diffusion_loss(z)
+        self.log("train/loss", loss, prog_bar=True, batch_size=z.shape[0])
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        # Fixed timesteps and noise every epoch, so val/loss compares epochs and picks the best.
+        self._val_generator = torch.Generator(self.device).manual_seed(self.hparams.score_seed)
+        self._val_errors = []
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        z = self.latents_of(batch)
+        loss = self.diffusion_loss(z, generator=self._val_generator)
+        self.log("val/loss", loss, prog_bar=True, batch_size=z.shape[0])
+        self._val_errors.append(self.denoising_errors(z).float())
+
+    def on_validation_epoch_end(self) -> None:
+        # Calibrate only on a frozen normaliser: before that (e.g. the sanity check) the errors
+        # are of a model whose input scale is still moving.
+        if not self._val_errors or not self._normaliser_frozen:
+            return
+        k = len(self.hparams.score_timesteps)
+        err = self.all_gather(torch.cat(self._val_errors)).reshape(-1, k)  # (N over ranks, K)
+        self._val_errors = []
+        if err.shape[0] >= 2:
+            self._set_statistics(err)
+
+
+def _sync_flags(module: nn.Module, incompatible_keys: Any) -> None:
+    """Refresh the Python flag mirrors after load_state_dict (one host read, at load time)."""
+    del incompatible_keys
+    if isinstance(module, LatentDiffusionNovelty):
+        module._normaliser_frozen = bool(module.normaliser_frozen)
+        module._calibrated = bool(module.calibrated)
+
+
+def _resolve_latent_dim(
+    latent_dim: int | None, encoder: nn.Module | None, encoder_ckpt: str | None
+) -> int:
+    if encoder is None:
+        if latent_dim is None:
+            raise ValueError(
+                "LatentDiffusionNovelty needs latent_dim or encoder_ckpt (a pretrained encoder "
+                "checkpoint, e.g. --model.encoder_ckpt=PATH); got neither"
+            )
+    elif latent_dim is not None and latent_dim != encoder.latent_dim:
+        raise ValueError(
+            f"latent_dim={latent_dim} does not match the encoder of encoder_ckpt "
+            f"{encoder_ckpt!r}, whose latent_dim is {encoder.latent_dim}"
+        )
+    dim = int(encoder.latent_dim if encoder is not None else latent_dim)
+    if dim <= 0:
+        raise ValueError(f"latent_dim must be positive, got {dim}")
+    return dim
+
+
+def _check_observation_shape(
+    observation_shape: Sequence[int] | None,
+    encoder: nn.Module | None,
+    latent_dim: int,
+    encoder_ckpt: str | None,
+) -> None:
+    if observation_shape is None:
+        return
+    shape = tuple(int(s) for s in observation_shape)
+    if encoder is not None:
+        if shape != tuple(encoder.obs_shape):
+            raise ValueError(
+                f"observation_shape {shape} of the data does not match the encoder of "
+                f"encoder_ckpt {encoder_ckpt!r}, which expects {tuple(encoder.obs_shape)}"
+            )
+    elif shape != (latent_dim,):
+        raise ValueError(
+            f"the data yields observations of shape {shape}, which need an encoder: pass "
+            f"encoder_ckpt=PATH (--model.encoder_ckpt=PATH) of a pretrained encoder, or give "
+            f"latents of shape ({latent_dim},)"
+        )
+
+
+def _check_settings(
+    num_train_timesteps: int,
+    score_timesteps: Sequence[int],
+    score_draws: int,
+    normaliser_batches: int,
+    stats_momentum: float,
+) -> None:
+    if num_train_timesteps < 2:
+        raise ValueError(f"num_train_timesteps must be >= 2, got {num_train_timesteps}")
+    steps = list(score_timesteps)
+    if not steps or any(not 0 <= int(t) < num_train_timesteps for t in steps):
+        raise ValueError(
+            f"score_timesteps must be a non-empty list in [0, {num_train_timesteps}), got {steps}"
+        )
+    if score_draws < 1 or len(steps) * score_draws > MAX_SCORE_EVALUATIONS:
+        raise ValueError(
+            f"score_timesteps x score_draws = {len(steps)} x {score_draws} denoiser evaluations "
+            f"per sample; at most {MAX_SCORE_EVALUATIONS} are allowed (score_draws >= 1)"
+        )
+    if normaliser_batches < 1:
+        raise ValueError(f"normaliser_batches must be >= 1, got {normaliser_batches}")
+    if not 0.0 < stats_momentum <= 1.0:
+        raise ValueError(f"stats_momentum must be in (0, 1], got {stats_momentum}")
