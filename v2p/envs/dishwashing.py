@@ -19,7 +19,7 @@ from gymnasium.vector.utils import batch_space
 from v2p.envs.dynamics import ShiftSimulator, StepOutcome
 from v2p.envs.observations import ClipObservation, StateObservation
 from v2p.envs.params import DishwashingParams
-from v2p.envs.render import FrameRenderer
+from v2p.envs.render import DEFAULT_LIGHTING, FrameRenderer, check_lighting
 
 ObservationModel = StateObservation | ClipObservation
 ACTION_SPACE = spaces.Box(0.0, 1.0, (2,), dtype=np.float32)
@@ -57,16 +57,22 @@ def step_info(params: DishwashingParams, outcome: StepOutcome) -> dict[str, np.n
 
 
 def make_observation_model(
-    sim: ShiftSimulator, clip_shape: tuple[int, int, int] | None
+    sim: ShiftSimulator,
+    clip_shape: tuple[int, int, int] | None,
+    lighting: tuple[float, float, float] = DEFAULT_LIGHTING,
 ) -> ObservationModel:
-    """The state vector when ``clip_shape`` is None, else clips of (frames, height, width)."""
-    return StateObservation(sim) if clip_shape is None else ClipObservation(sim, *clip_shape)
+    """The state vector when ``clip_shape`` is None, else clips of (frames, height, width)
+    rendered under ``lighting``."""
+    if clip_shape is None:
+        return StateObservation(sim)
+    return ClipObservation(sim, *clip_shape, lighting=lighting)
 
 
 class _SimulatorState:
     """Checkpointable state shared by the single and vector envs: simulator, observation, RNG."""
 
     _clip_shape: tuple[int, int, int] | None = None  # set by the video envs
+    _lighting: tuple[float, float, float] = DEFAULT_LIGHTING  # set by the video envs
     sim: ShiftSimulator
     observation_model: ObservationModel
     np_random: np.random.Generator
@@ -98,7 +104,7 @@ class DishwashingEnv(_SimulatorState, gym.Env[np.ndarray, np.ndarray]):
             )
         self.params = DishwashingParams(**task_kwargs)
         self.sim = ShiftSimulator(self.params, num_envs=1)
-        self.observation_model = make_observation_model(self.sim, self._clip_shape)
+        self.observation_model = make_observation_model(self.sim, self._clip_shape, self._lighting)
         self.observation_space = self.observation_model.space
         self.action_space = ACTION_SPACE
         self.render_mode = render_mode
@@ -140,7 +146,7 @@ class DishwashingEnv(_SimulatorState, gym.Env[np.ndarray, np.ndarray]):
         if self.render_mode != "rgb_array":
             return None
         if self._viewer is None:
-            self._viewer = FrameRenderer(256, 256)
+            self._viewer = FrameRenderer(256, 256, lighting=self._lighting)
         sim = self.sim
         frame = self._viewer.render(sim.kind, sim.t / self.params.steps, sim.completed, sim.errors)
         return np.ascontiguousarray(frame[0].transpose(1, 2, 0))
@@ -163,7 +169,7 @@ class DishwashingVectorEnv(_SimulatorState, VectorEnv):
         self.params = DishwashingParams(**task_kwargs)
         self.num_envs = num_envs
         self.sim = ShiftSimulator(self.params, num_envs)
-        self.observation_model = make_observation_model(self.sim, self._clip_shape)
+        self.observation_model = make_observation_model(self.sim, self._clip_shape, self._lighting)
         self.single_observation_space = self.observation_model.space
         self.single_action_space = ACTION_SPACE
         self.observation_space = batch_space(self.single_observation_space, num_envs)
@@ -211,7 +217,11 @@ class DishwashingVectorEnv(_SimulatorState, VectorEnv):
 
 
 class DishwashingVideoEnv(DishwashingEnv):
-    """One site seen through synthetic camera clips ``(T, 3, H, W)`` uint8."""
+    """One site seen through synthetic camera clips ``(T, 3, H, W)`` uint8.
+
+    ``lighting``: RGB gains of the camera's palette (see :class:`FrameRenderer`); the default
+    ``(1, 1, 1)`` is the standard scene.
+    """
 
     def __init__(
         self,
@@ -219,14 +229,17 @@ class DishwashingVideoEnv(DishwashingEnv):
         height: int = 64,
         width: int = 64,
         render_mode: str | None = None,
+        lighting: tuple[float, float, float] = DEFAULT_LIGHTING,
         **task_kwargs: Any,
     ) -> None:
         self._clip_shape = (frames, height, width)
+        self._lighting = check_lighting(lighting)
         super().__init__(render_mode=render_mode, **task_kwargs)
 
 
 class DishwashingVideoVectorEnv(DishwashingVectorEnv):
-    """N sites seen through synthetic camera clips, (N, T, 3, H, W) uint8."""
+    """N sites seen through synthetic camera clips, (N, T, 3, H, W) uint8, under ``lighting``
+    (as :class:`DishwashingVideoEnv`)."""
 
     def __init__(
         self,
@@ -234,7 +247,9 @@ class DishwashingVideoVectorEnv(DishwashingVectorEnv):
         frames: int = 8,
         height: int = 64,
         width: int = 64,
+        lighting: tuple[float, float, float] = DEFAULT_LIGHTING,
         **task_kwargs: Any,
     ) -> None:
         self._clip_shape = (frames, height, width)
+        self._lighting = check_lighting(lighting)
         super().__init__(num_envs=num_envs, **task_kwargs)

@@ -13,7 +13,7 @@ from gymnasium import spaces
 
 from v2p.envs.dynamics import ShiftSimulator
 from v2p.envs.params import KIND_NAMES
-from v2p.envs.render import FrameHistory, FrameRenderer
+from v2p.envs.render import DEFAULT_LIGHTING, FrameHistory, FrameRenderer
 
 
 class StateObservation:
@@ -46,10 +46,15 @@ class ClipObservation:
     """Clips of the last ``frames`` synthetic frames, uint8 (N, T, 3, H, W)."""
 
     def __init__(
-        self, sim: ShiftSimulator, frames: int = 8, height: int = 64, width: int = 64
+        self,
+        sim: ShiftSimulator,
+        frames: int = 8,
+        height: int = 64,
+        width: int = 64,
+        lighting: tuple[float, float, float] = DEFAULT_LIGHTING,
     ) -> None:
         self.sim = sim
-        self.renderer = FrameRenderer(height, width)
+        self.renderer = FrameRenderer(height, width, lighting=lighting)
         self.history = FrameHistory(sim.num_envs, frames, height, width)
         self.space = spaces.Box(0, 255, (frames, 3, height, width), dtype=np.uint8)
         self._frame = np.empty((sim.num_envs, 3, height, width), dtype=np.uint8)

@@ -20,9 +20,26 @@ KIND_COLOURS = {
     "pot": (160, 85, 30),  # a brown wide pot with a handle
 }
 BAR_COLOURS = ((240, 200, 40), (60, 200, 80), (225, 50, 50))  # progress, completed, broken
+DEFAULT_LIGHTING = (1.0, 1.0, 1.0)  # RGB gains of the whole palette; these leave it unchanged
 
 
-def _kind_sprites(height: int, width: int) -> np.ndarray:
+def check_lighting(lighting: tuple[float, float, float]) -> tuple[float, float, float]:
+    """Validate an RGB gain (3 finite numbers >= 0) and return it as a tuple of floats."""
+    gains = tuple(float(g) for g in np.asarray(lighting, dtype=float).ravel())
+    if len(gains) != 3 or not all(np.isfinite(g) and g >= 0 for g in gains):
+        raise ValueError(f"lighting must be 3 finite RGB gains >= 0, got {lighting!r}")
+    red, green, blue = gains
+    return red, green, blue
+
+
+def lit(colour: tuple[int, int, int], lighting: tuple[float, float, float]) -> np.ndarray:
+    """``colour`` under ``lighting``: each channel scaled by its gain, saturating at 255. (3,)"""
+    return np.clip(np.rint(np.multiply(colour, lighting)), 0, 255).astype(np.uint8)
+
+
+def _kind_sprites(
+    height: int, width: int, lighting: tuple[float, float, float] = DEFAULT_LIGHTING
+) -> np.ndarray:
     """One full frame per kind, (K, 3, H, W) uint8, drawn in the top 5/8 of the frame."""
     rows = np.arange(height)[:, None] / height
     cols = np.arange(width)[None, :] / width
@@ -33,10 +50,12 @@ def _kind_sprites(height: int, width: int) -> np.ndarray:
         "pot": ((np.abs(cols - cx) <= 0.25) & (np.abs(rows - cy - 0.04) <= 0.15))
         | ((np.abs(cols - cx - 0.3) <= 0.06) & (np.abs(rows - cy) <= 0.03)),
     }
+    background = lit(BACKGROUND, lighting)
     sprites = np.empty((len(KIND_NAMES), 3, height, width), dtype=np.uint8)
     for k, name in enumerate(KIND_NAMES):
+        colour = lit(KIND_COLOURS[name], lighting)
         for c in range(3):
-            sprites[k, c] = np.where(shapes[name], KIND_COLOURS[name][c], BACKGROUND[c])
+            sprites[k, c] = np.where(shapes[name], colour[c], background[c])
     return sprites
 
 
@@ -46,6 +65,10 @@ class FrameRenderer:
     Bar lengths: progress is t/steps of the full width; completed counts at
     ``completed_per_pixel`` dishes a pixel and broken dishes at ``errors_per_pixel``, so counts
     stay readable for a typical shift (about 100 dishes, a few broken).
+
+    ``lighting`` scales every colour of the palette per RGB channel (saturating at 255): a
+    dimmer, brighter or tinted scene with the same content, for distribution-shift tests of
+    the encoder and the novelty model. The default leaves every frame unchanged.
     """
 
     def __init__(
@@ -54,13 +77,15 @@ class FrameRenderer:
         width: int = 64,
         completed_per_pixel: float = 2.5,
         errors_per_pixel: float = 0.5,
+        lighting: tuple[float, float, float] = DEFAULT_LIGHTING,
     ) -> None:
         if height < 16 or width < 16:
             raise ValueError(f"frames must be at least 16x16, got height={height}, width={width}")
         self.height, self.width = height, width
+        self.lighting = check_lighting(lighting)
         self.completed_per_pixel = completed_per_pixel
         self.errors_per_pixel = errors_per_pixel
-        self._sprites = _kind_sprites(height, width)
+        self._sprites = _kind_sprites(height, width, self.lighting)
         bar_h = max(2, height // 16)
         gap = max(1, bar_h // 2)
         top = height - 3 * bar_h - 3 * gap
@@ -68,9 +93,10 @@ class FrameRenderer:
             slice(top + i * (bar_h + gap), top + i * (bar_h + gap) + bar_h) for i in range(3)
         ]
         self._cols = np.arange(width)
-        self._bar_colours = np.array(BAR_COLOURS, dtype=np.uint8)[:, :, None, None]  # (3, 3, 1, 1)
+        bar_colours = np.stack([lit(colour, self.lighting) for colour in BAR_COLOURS])
+        self._bar_colours = bar_colours[:, :, None, None]  # (3, 3, 1, 1)
         for rows in self._bar_rows:
-            self._sprites[:, :, rows, :] = np.array(BAR_TRACK, dtype=np.uint8)[:, None, None]
+            self._sprites[:, :, rows, :] = lit(BAR_TRACK, self.lighting)[:, None, None]
 
     def render(
         self,
