@@ -14,6 +14,7 @@ episodes on separate envs) and checkpointing run on a schedule although the stre
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, NamedTuple
 
 import gymnasium as gym
@@ -28,6 +29,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from v2p.data.checkpoint_io import ReplayCheckpointIO
 from v2p.data.episodes import EpisodeRecord, EpisodeTracker, ShiftCounts
 from v2p.data.replay import ReplayBuffer, ReplaySample
+from v2p.data.sources import ConcatVectorEnv, DataSource, check_sources, supports_state_dict
 from v2p.economics._validate import check_int
 
 
@@ -43,6 +45,7 @@ class EvalBatch(NamedTuple):
 
     episodes: tuple[EpisodeRecord, ...]
     env_steps: int  # training env steps taken so far (on this rank), the x-axis of learning curves
+    source_names: tuple[str, ...] = ("platform",)  # names of the episodes' source ids
 
 
 class _Ticket:
@@ -132,8 +135,13 @@ class RolloutDataModule(L.LightningDataModule):
         updates_per_step: gradient updates per collection step (of ``num_envs`` env steps);
             ``updates_per_step == num_envs`` is one update per env step.
         updates_per_epoch: gradient updates per epoch, then evaluation and checkpointing.
-        eval_episodes: deterministic evaluation episodes per validation, one per eval env.
+        eval_episodes: deterministic evaluation episodes per validation and per source, one
+            per eval env.
         source_name: the data source of these envs (the platform's own site by default).
+        sources: several data sources (ECONOMICS.md section 7), each a name, a number of envs
+            and task parameters on top of ``env_kwargs``; replaces ``num_envs`` and
+            ``source_name``. Every transition and shift carries its source, and evaluation
+            runs ``eval_episodes`` per source.
     """
 
     def __init__(
@@ -148,6 +156,7 @@ class RolloutDataModule(L.LightningDataModule):
         updates_per_epoch: int = 1_000,
         eval_episodes: int = 8,
         source_name: str = "platform",
+        sources: list[DataSource] | None = None,
     ) -> None:
         super().__init__()
         for name in (
@@ -160,23 +169,33 @@ class RolloutDataModule(L.LightningDataModule):
         ):
             check_int(name, locals()[name], ge=1)
         check_int("warmup_steps", warmup_steps, ge=0)
-        if buffer_size < num_envs:
-            raise ValueError(f"buffer_size ({buffer_size}) must be >= num_envs ({num_envs})")
-        self.save_hyperparameters()
+        # Sources as plain dicts: a checkpoint's hyper-parameters must load with weights_only.
+        self.save_hyperparameters(ignore=["sources"])
         self.env_id = env_id
         self.env_kwargs = dict(env_kwargs or {})
+        self.sources = check_sources(
+            [DataSource(source_name, num_envs)] if sources is None else list(sources)
+        )
+        self.source_names = [source.name for source in self.sources]
+        if sources is not None:
+            self.hparams["sources"] = [dataclasses.asdict(source) for source in self.sources]
+        num_envs = sum(source.num_envs for source in self.sources)
+        if buffer_size < num_envs:
+            raise ValueError(f"buffer_size ({buffer_size}) must be >= num_envs ({num_envs})")
         self.num_envs = num_envs
+        # The source id of every site, in the order the sources' envs are concatenated.
+        self.env_sources = np.repeat(
+            np.arange(len(self.sources)), [source.num_envs for source in self.sources]
+        )
         self.buffer_size = buffer_size
         self.batch_size = batch_size
         self.warmup_steps = max(warmup_steps, batch_size)  # never sample more than is stored
         self.updates_per_step = updates_per_step
         self.updates_per_epoch = updates_per_epoch
         self.eval_episodes = eval_episodes
-        self.source_names = [source_name]
 
-        probe = make_env(env_id, self.env_kwargs)  # fails here, at configuration, on a bad id
-        obs_space, action_space = probe.observation_space, probe.action_space
-        probe.close()
+        # Fails here, at configuration, on a bad id or bad kwargs of any source.
+        obs_space, action_space = self._probe_spaces()
         if not isinstance(obs_space, gym.spaces.Box):
             raise ValueError(f"{env_id!r} has observation space {obs_space}; expected a Box")
         if not isinstance(action_space, gym.spaces.Box) or len(action_space.shape) != 1:
@@ -198,6 +217,35 @@ class RolloutDataModule(L.LightningDataModule):
         self._pending_updates = 0
         self._pending_episodes: list[EpisodeRecord] = []
 
+    def _source_kwargs(self, source: DataSource) -> dict[str, Any]:
+        return {**self.env_kwargs, **source.env_kwargs}
+
+    def _probe_spaces(self) -> tuple[gym.Space, gym.Space]:
+        spaces = []
+        for source in self.sources:
+            probe = make_env(self.env_id, self._source_kwargs(source))
+            spaces.append((probe.observation_space, probe.action_space))
+            probe.close()
+        for source, space in zip(self.sources, spaces, strict=True):
+            if space != spaces[0]:
+                raise ValueError(
+                    f"source {source.name!r} has spaces {space}, source "
+                    f"{self.sources[0].name!r} {spaces[0]}: every source must share them"
+                )
+        return spaces[0]
+
+    def _make_envs(self, envs_per_source: int | None = None):
+        """One vector env over every source's sites (``envs_per_source`` overrides the counts)."""
+        parts = [
+            make_vector_env(
+                self.env_id,
+                envs_per_source or source.num_envs,
+                self._source_kwargs(source),
+            )
+            for source in self.sources
+        ]
+        return parts[0] if len(parts) == 1 else ConcatVectorEnv(parts)
+
     # ------------------------------------------------------------------ setup
 
     def setup(self, stage: str) -> None:
@@ -208,10 +256,10 @@ class RolloutDataModule(L.LightningDataModule):
         seeds = np.random.SeedSequence([torch.initial_seed() % 2**63, rank]).generate_state(3)
         self._rng = np.random.default_rng(int(seeds[0]))
         self._eval_seed = int(seeds[2])
-        self.envs = make_vector_env(self.env_id, self.num_envs, self.env_kwargs)
+        self.envs = self._make_envs()
         self._obs, _ = self.envs.reset(seed=int(seeds[1]))
         self._episode_start = np.ones(self.num_envs, dtype=bool)
-        self._tracker = EpisodeTracker(self.num_envs, np.zeros(self.num_envs, dtype=np.int64))
+        self._tracker = EpisodeTracker(self.num_envs, self.env_sources)
         self.buffer = ReplayBuffer(
             capacity=self.buffer_size,
             num_envs=self.num_envs,
@@ -305,7 +353,7 @@ class RolloutDataModule(L.LightningDataModule):
             err,
             final_obs.astype(self.obs_dtype, copy=False),
             np.asarray(terminated, dtype=np.float32),
-            np.zeros(self.num_envs, dtype=np.int64),
+            self.env_sources,
             episode_start=self._episode_start,
         )
         self._pending_episodes.extend(self._tracker.step(reward, done, info))
@@ -314,25 +362,28 @@ class RolloutDataModule(L.LightningDataModule):
         self.env_steps += self.num_envs
 
     def evaluate(self) -> EvalBatch:
-        """One deterministic episode on each of ``eval_episodes`` separate envs.
+        """One deterministic episode on each of ``eval_episodes`` separate envs per source.
 
         The eval envs are reset with the same seed every time, so successive evaluations
         differ only by the policy.
         """
         if not hasattr(self, "_eval_envs"):
-            self._eval_envs = make_vector_env(self.env_id, self.eval_episodes, self.env_kwargs)
+            self._eval_envs = self._make_envs(envs_per_source=self.eval_episodes)
         envs = self._eval_envs
         obs, _ = envs.reset(seed=self._eval_seed)
-        tracker = EpisodeTracker(self.eval_episodes, np.zeros(self.eval_episodes, np.int64))
+        n = envs.num_envs
+        tracker = EpisodeTracker(n, np.repeat(np.arange(len(self.sources)), self.eval_episodes))
         finished: dict[int, EpisodeRecord] = {}
         act = self._policy()
-        while len(finished) < self.eval_episodes:
+        while len(finished) < n:
             actions = np.asarray(act(obs, deterministic=True), dtype=np.float32)
             obs, reward, terminated, truncated, info = envs.step(actions)
             done = np.logical_or(terminated, truncated)
             for record in tracker.step(np.asarray(reward, np.float64), done, info):
                 finished.setdefault(record.env_index, record)
-        return EvalBatch(tuple(finished[i] for i in sorted(finished)), self.env_steps)
+        return EvalBatch(
+            tuple(finished[i] for i in sorted(finished)), self.env_steps, tuple(self.source_names)
+        )
 
     # ---------------------------------------------------------- checkpointing
 
@@ -345,7 +396,7 @@ class RolloutDataModule(L.LightningDataModule):
         if self.buffer is None:
             return {}
         uses_side_file = isinstance(self.trainer.strategy.checkpoint_io, ReplayCheckpointIO)
-        env_state = self.envs.state_dict() if hasattr(self.envs, "state_dict") else None
+        env_state = self.envs.state_dict() if supports_state_dict(self.envs) else None
         state = {
             "env": env_state,
             "obs": self._obs,
@@ -385,7 +436,7 @@ class RolloutDataModule(L.LightningDataModule):
             self._obs, _ = self.envs.reset(seed=int(self._rng.integers(2**31)))
             state["episode_start"] = np.ones(self.num_envs, dtype=bool)
             state["obs"] = self._obs
-            state["tracker"] = EpisodeTracker(self.num_envs, np.zeros(self.num_envs)).state_dict()
+            state["tracker"] = EpisodeTracker(self.num_envs, self.env_sources).state_dict()
         self._obs = state["obs"]
         self._episode_start = state["episode_start"]
         self._tracker.load_state_dict(state["tracker"])

@@ -21,6 +21,7 @@ reason:
 from __future__ import annotations
 
 import copy
+import os
 import random
 from collections.abc import Sequence
 from typing import Any
@@ -28,14 +29,16 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.func import functional_call
 from torch.nn import functional as F
 
 from v2p.data.rollout import EvalBatch, RolloutBatch
-from v2p.economics import DualAscent, error_rate, sla_target
+from v2p.economics import DualAscent, error_rate, mpl, sla_target
 from v2p.economics._validate import check_int, check_scalar
 from v2p.encoders import build_encoder
 from v2p.models.components import Actor, TwinCritic
+from v2p.models.novelty import LatentDiffusionNovelty
 from v2p.models.pretrain import load_pretrained_encoder
 
 
@@ -54,6 +57,15 @@ class SACModule(L.LightningModule):
             model's encoder; its architecture, latent size and observation shape must match.
         freeze_encoder: keep the encoder's weights fixed (no gradients, eval mode); otherwise
             the critic loss fine-tunes it.
+        novelty_ckpt: a trained :class:`~v2p.models.novelty.LatentDiffusionNovelty` checkpoint
+            (frozen) that scores every batch's latents; it must have been trained on this
+            encoder's latents, so use it with the same pretrained, frozen encoder.
+        novelty_online: instead, train a fresh novelty model on the replay latents of every
+            update (one more loss in the same backward pass); it follows a fine-tuned encoder.
+        novelty_lr: learning rate of the online novelty model.
+        novelty_batch: score only the first ``novelty_batch`` transitions of each (uniformly
+            sampled) batch; None scores all of them. Scoring costs up to 10 denoiser passes
+            per transition.
         hidden_dim, hidden_layers: actor and critic MLPs.
         gamma: discount factor.
         tau: Polyak rate of the target critic.
@@ -78,6 +90,10 @@ class SACModule(L.LightningModule):
         encoder_weights_path: str | None = None,
         encoder_ckpt: str | None = None,
         freeze_encoder: bool = False,
+        novelty_ckpt: str | None = None,
+        novelty_online: bool = False,
+        novelty_lr: float = 1e-3,
+        novelty_batch: int | None = None,
         hidden_dim: int = 256,
         hidden_layers: int = 2,
         gamma: float = 0.99,
@@ -101,6 +117,9 @@ class SACModule(L.LightningModule):
         for name in ("critic_lr", "actor_lr", "alpha_lr", "init_alpha", "reward_scale"):
             check_scalar(name, locals()[name], gt=0.0)
         check_int("finite_check_every", finite_check_every, ge=1)
+        check_scalar("novelty_lr", novelty_lr, gt=0.0)
+        if novelty_batch is not None:
+            check_int("novelty_batch", novelty_batch, ge=2)
         if len(action_low) != len(action_high) or not len(action_low):
             raise ValueError(f"action_low {action_low} and action_high {action_high} must match")
         self.save_hyperparameters()
@@ -120,6 +139,12 @@ class SACModule(L.LightningModule):
         if encoder_ckpt is not None:
             load_encoder_weights(self.encoder, encoder_ckpt)
         self.encoder.requires_grad_(not freeze_encoder)
+        self.novelty = build_novelty_model(latent_dim, novelty_ckpt, novelty_online)
+        if novelty_ckpt is not None and not freeze_encoder:
+            rank_zero_warn(
+                "novelty_ckpt scores latents of a fine-tuned encoder, which drift away from the "
+                "latents it was trained on; freeze the encoder or use novelty_online=true"
+            )
         self.actor = Actor(latent_dim, low, high, hidden_dim, hidden_layers)
         self.critic = TwinCritic(latent_dim, action_dim, hidden_dim, hidden_layers)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
@@ -165,11 +190,14 @@ class SACModule(L.LightningModule):
             {"params": list(self.actor.parameters()), "lr": hp.actor_lr},
             {"params": [self.log_alpha], "lr": hp.alpha_lr},
         ]
+        if hp.novelty_online:
+            groups.append({"params": list(self.novelty.denoiser.parameters()), "lr": hp.novelty_lr})
         # Fused Adam: one kernel for every parameter, where the default on CPU loops over them.
         return torch.optim.Adam(groups, fused=True)
 
     def training_step(self, batch: RolloutBatch, batch_idx: int) -> dict[str, Any]:
         metrics = self.update(batch)
+        novelty = metrics.pop("novelty_scores", None)
         # self.log costs milliseconds per call, as much as an update of a small network, so the
         # update metrics are handed to Lightning only on the steps its logger writes anyway.
         if self.global_step % self.trainer.log_every_n_steps == 0:
@@ -179,7 +207,11 @@ class SACModule(L.LightningModule):
         constraints = self.account_finished_shifts(batch)
         if self.global_step % self.hparams.finite_check_every == 0:
             self.check_finite()
-        return {"shift_constraints": constraints}
+        outputs: dict[str, Any] = {"shift_constraints": constraints}
+        if novelty is not None:  # for the EconomicsCallback's pricing of this batch
+            outputs["novelty"] = novelty
+            outputs["novelty_source"] = batch.sample.source[: novelty.shape[0]]
+        return outputs
 
     def update(self, batch: RolloutBatch) -> dict[str, torch.Tensor]:
         """One SAC gradient update on a replay sample; returns detached metrics."""
@@ -210,15 +242,30 @@ class SACModule(L.LightningModule):
         actor_loss = (alpha * log_prob - torch.min(q1_pi, q2_pi)).mean()
         alpha_loss = -(self.log_alpha * (log_prob.detach() + self.target_entropy)).mean()
 
+        total = critic_loss + actor_loss + alpha_loss
+        z_scored = z_actor[: hp.novelty_batch] if self.novelty is not None else None
+        if hp.novelty_online:
+            self.novelty.update_normaliser(z_scored)
+            novelty_loss = self.novelty.diffusion_loss(z_scored)
+            total = total + novelty_loss
+
         optimizer = self.optimizers()
         optimizer.zero_grad(set_to_none=True)
-        total = critic_loss + actor_loss + alpha_loss
         self.manual_backward(total)
         optimizer.step()
         self._soft_update_target()
         self._nonfinite |= ~torch.isfinite(total)  # checked later, without a sync here
 
-        return {
+        extra: dict[str, torch.Tensor] = {}
+        if self.novelty is not None:
+            if hp.novelty_online:
+                self.novelty.update_statistics(z_scored)
+                extra["novelty_loss"] = novelty_loss.detach()
+            scores = self.novelty.score(z_scored)  # (n,), novelty of the batch's transitions
+            extra["novelty"] = scores.mean()
+            extra["novelty_scores"] = scores
+
+        return extra | {
             "critic_loss": critic_loss.detach(),
             "actor_loss": actor_loss.detach(),
             "alpha_loss": alpha_loss.detach(),
@@ -334,6 +381,12 @@ class SACModule(L.LightningModule):
         }
         shifts = [e.shift for e in episodes if e.shift is not None]
         if shifts:
+            metrics["mpl"] = np.mean([mpl(s.completed, s.hours) for s in shifts])
+            if len(batch.source_names) > 1:  # MPL per site (source), e.g. val/mpl/customer_a
+                for source, name in enumerate(batch.source_names):
+                    own = [e.shift for e in episodes if e.source == source and e.shift]
+                    if own:
+                        metrics[f"mpl/{name}"] = np.mean([mpl(s.completed, s.hours) for s in own])
             metrics["err_rate"] = np.mean([error_rate(s.errors, s.attempts) for s in shifts])
             metrics["expected_profit"] = np.mean([s.expected_profit for s in shifts])
             metrics["expected_err_rate"] = np.mean(
@@ -414,3 +467,53 @@ def load_encoder_weights(encoder: torch.nn.Module, path: str) -> None:
             f"encoder_ckpt {path!r} does not fit this model's encoder (different widths? "
             f"set encoder_channels / encoder_hidden_dim to the pretraining run's): {e}"
         ) from e
+
+
+def build_novelty_model(
+    latent_dim: int, novelty_ckpt: str | None, novelty_online: bool
+) -> LatentDiffusionNovelty | None:
+    """The novelty model SAC scores its batches with: loaded and frozen, fresh, or none."""
+    if novelty_ckpt is not None and novelty_online:
+        raise ValueError(
+            f"novelty_ckpt={novelty_ckpt!r} and novelty_online=true are exclusive: score with a "
+            "trained model, or train one online"
+        )
+    if novelty_online:
+        return LatentDiffusionNovelty(latent_dim=latent_dim)
+    if novelty_ckpt is None:
+        return None
+    model = load_novelty_checkpoint(novelty_ckpt)
+    if model.latent_dim != latent_dim:
+        raise ValueError(
+            f"novelty_ckpt {novelty_ckpt!r} models latents of size {model.latent_dim}, but this "
+            f"model's latent_dim is {latent_dim}"
+        )
+    if not model._calibrated:
+        raise ValueError(
+            f"novelty_ckpt {novelty_ckpt!r} has no calibration statistics: train it with a "
+            "validation set (python cli.py fit --config configs/novelty.yaml) so it can score"
+        )
+    return model.requires_grad_(False)
+
+
+def load_novelty_checkpoint(path: str) -> LatentDiffusionNovelty:
+    """The denoiser, normaliser and calibration of a novelty checkpoint, without its encoder.
+
+    SAC has its own encoder, so the novelty model's copy (and the file it was read from) is
+    not needed: the model is rebuilt from its hyper-parameters with ``latent_dim`` only.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"novelty checkpoint {path!r} does not exist")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        hparams = dict(checkpoint["hyper_parameters"])
+        state = checkpoint["state_dict"]
+    except Exception as e:  # a truncated or foreign file fails in many ways
+        raise ValueError(f"novelty checkpoint {path!r} is not a readable checkpoint: {e}") from e
+    if "score_timesteps" not in hparams or not any(k.startswith("denoiser.") for k in state):
+        raise ValueError(f"{path!r} is not a LatentDiffusionNovelty checkpoint")
+    latent_dim = int(state["z_mean"].shape[0])
+    hparams.update(latent_dim=latent_dim, encoder_ckpt=None, observation_shape=None)
+    model = LatentDiffusionNovelty(**hparams)
+    model.load_state_dict({k: v for k, v in state.items() if not k.startswith("encoder.")})
+    return model

@@ -1,0 +1,83 @@
+"""SAC scoring its batches with the novelty model: loaded from a checkpoint, or trained online."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+
+from tests.models.conftest import SMALL_MODEL, make_run
+from v2p.models.novelty import LatentDiffusionNovelty
+from v2p.models.sac import SACModule, load_novelty_checkpoint
+
+LATENT = SMALL_MODEL["latent_dim"]
+
+
+def novelty_checkpoint(path, calibrate: bool = True) -> LatentDiffusionNovelty:
+    L.seed_everything(0, verbose=False)
+    model = LatentDiffusionNovelty(latent_dim=LATENT, hidden_dim=32, num_blocks=1)
+    z = torch.randn(64, LATENT)
+    model.fit_normaliser(z)
+    if calibrate:
+        model.calibrate(z)
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer.strategy.connect(model)
+    trainer.save_checkpoint(path)
+    return model
+
+
+def test_online_novelty_trains_and_scores_every_batch(tmp_path):
+    scored = []
+
+    class KeepOutputs(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            scored.append((outputs["novelty"], outputs["novelty_source"]))
+
+    model, dm, trainer = make_run(
+        tmp_path,
+        max_steps=30,
+        callbacks=[KeepOutputs()],
+        model_kwargs={"novelty_online": True, "novelty_batch": 8},
+    )
+    before = [p.clone() for p in model.novelty.denoiser.parameters()]
+    trainer.fit(model, dm)
+    assert len(scored) == 30
+    novelty, source = scored[-1]
+    assert novelty.shape == (8,) and source.shape == (8,) and torch.isfinite(novelty).all()
+    assert model.novelty._calibrated
+    changed = [not torch.equal(a, b) for a, b in zip(before, model.novelty.denoiser.parameters(),
+                                                     strict=True)]
+    assert all(changed)  # the denoiser is trained by the shared optimiser
+    assert "train/novelty" in trainer.logged_metrics or "train/novelty" in trainer.callback_metrics
+
+
+def test_checkpointed_novelty_model_scores_like_the_original(tmp_path):
+    path = tmp_path / "novelty.ckpt"
+    original = novelty_checkpoint(path)
+    sac = SACModule((7,), [0.0, 0.0], [1.0, 1.0], novelty_ckpt=str(path), freeze_encoder=True,
+                    **SMALL_MODEL)
+    z = torch.randn(10, LATENT)
+    torch.testing.assert_close(sac.novelty.score(z), original.score(z))
+    assert not any(p.requires_grad for p in sac.novelty.parameters())
+    assert len(sac.configure_optimizers().param_groups) == 3  # nothing trains it
+
+
+def test_bad_novelty_settings_fail_clearly(tmp_path):
+    path = tmp_path / "novelty.ckpt"
+    novelty_checkpoint(path)
+    with pytest.raises(ValueError, match="exclusive"):
+        SACModule((7,), [0.0], [1.0], novelty_ckpt=str(path), novelty_online=True, **SMALL_MODEL)
+    with pytest.raises(ValueError, match=r"latents of size 16.*latent_dim is 8"):
+        SACModule((7,), [0.0], [1.0], novelty_ckpt=str(path), **{**SMALL_MODEL, "latent_dim": 8})
+    uncalibrated = tmp_path / "uncalibrated.ckpt"
+    novelty_checkpoint(uncalibrated, calibrate=False)
+    with pytest.raises(ValueError, match="no calibration statistics"):
+        SACModule((7,), [0.0], [1.0], novelty_ckpt=str(uncalibrated), **SMALL_MODEL)
+    with pytest.raises(FileNotFoundError, match="missing"):
+        load_novelty_checkpoint(str(tmp_path / "missing.ckpt"))
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {}}, foreign)
+    with pytest.raises(ValueError, match="not a LatentDiffusionNovelty checkpoint"):
+        load_novelty_checkpoint(str(foreign))
+    with pytest.warns(UserWarning, match="fine-tuned encoder"):
+        SACModule((7,), [0.0], [1.0], novelty_ckpt=str(path), **SMALL_MODEL)
