@@ -61,8 +61,10 @@ __all__ = [
     "FORMAT_VERSION",
     "MANIFEST_NAME",
     "EpisodeArrays",
+    "ShardWriter",
     "main",
     "record",
+    "shard_arrays",
     "shard_name",
 ]
 
@@ -261,14 +263,20 @@ def _write_atomic(path: Path, write: Callable[[Any], None]) -> None:
     os.replace(tmp, path)
 
 
-class _ShardWriter:
-    """Buffers episodes and writes a shard every ``episodes_per_shard``, then the manifest."""
+class ShardWriter:
+    """Writes episodes to ``out`` in this format: a shard every ``episodes_per_shard``
+    episodes, and the manifest after each shard. Call :meth:`flush` after the last episode.
+
+    ``manifest`` gives the manifest's other fields (``clip_len``, ``frame_shape``, ``state_dim``,
+    ``source``, ...); ``format``, ``version`` and ``shards`` are filled in here. Also the way to
+    convert other data to this format.
+    """
 
     def __init__(
         self, out: Path, manifest: dict[str, Any], episodes_per_shard: int, compress: bool
     ):
         self.out = out
-        self.manifest = {**manifest, "shards": []}
+        self.manifest = {"format": FORMAT_NAME, "version": FORMAT_VERSION, **manifest, "shards": []}
         self.episodes_per_shard = episodes_per_shard
         self.save = np.savez_compressed if compress else np.savez
         self.pending: list[EpisodeArrays] = []
@@ -343,11 +351,9 @@ def record(
         t, c, h, w = check_clip_env(env, env_id)
         act = make_policy(policy, env, (t, c, h, w), deterministic, seed)
         _prepare_out(out_dir, overwrite)  # only once everything else is known to work
-        writer = _ShardWriter(
+        writer = ShardWriter(
             out_dir,
             {
-                "format": FORMAT_NAME,
-                "version": FORMAT_VERSION,
                 "env_id": env_id,
                 "env_kwargs": env_kwargs,
                 "policy": policy,
