@@ -1,9 +1,9 @@
 """The ``v2p`` command and ``python -m v2p``: ``report``, ``record`` or a LightningCLI subcommand.
 
 ``v2p report LOG_DIR ...`` goes to :mod:`v2p.report.cli`, ``v2p record --out DIR ...`` to
-:mod:`v2p.data.recording`; any other first argument (``fit``,
-``validate``, ``--help``, ...) goes to the LightningCLI of :mod:`v2p.cli` unchanged. Each is
-imported only when chosen, so ``v2p report`` does not load torch or Lightning.
+:mod:`v2p.data.recording`; any other first argument (``fit``, ``validate``, ``--help``, ...)
+goes to the LightningCLI of :mod:`v2p.cli` unchanged. Each is imported only when chosen, so
+``v2p report`` does not load torch or Lightning.
 """
 
 from __future__ import annotations

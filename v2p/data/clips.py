@@ -524,7 +524,9 @@ class ClipDataModule(L.LightningDataModule):
         max_gap: the positive starts 1..max_gap frames after its anchor.
         shift_pad: DrQ random-shift padding in pixels, training batches only; 0 turns it off.
         clips_per_epoch: training pairs per epoch.
-        seed: seeds the split and the training draws.
+        seed: seeds the split and the training draws. A seed of its own rather than the
+            run's ``seed_everything`` seed, so runs with different training seeds are validated
+            on the same episodes.
         video_extensions: file suffixes read as video (case-insensitive).
 
     ``observation_shape`` (T, C, S, S) and ``state_dim`` (D or None) are known after

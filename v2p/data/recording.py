@@ -330,7 +330,8 @@ def record(
         policy: ``random`` (uniform actions over the action space) or the path of a SAC
             checkpoint (``SACModule``) trained on this env's observations.
         deterministic: act with the SAC policy's mean action instead of sampling.
-        seed: seeds the episodes' resets and the policy's randomness (module docstring).
+        seed: episode ``i`` resets with ``SeedSequence([seed, i])``; random actions and SAC
+            sampling noise draw from streams seeded by ``seed`` too.
         source: name of the data source, stored in the manifest.
         episodes_per_shard: episodes per ``.npz`` shard.
         max_steps: cut episodes after this many steps (None: run each to its end).
