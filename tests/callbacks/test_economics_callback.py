@@ -18,6 +18,7 @@ from lightning.pytorch.loggers import CSVLogger
 
 from v2p.callbacks import EconomicsCallback
 from v2p.callbacks.economics import is_converged
+from v2p.callbacks.pricing import DataPricer
 from v2p.data.episodes import EpisodeRecord, ShiftCounts
 from v2p.economics import LinearDriftWage
 from v2p.economics.ledger import LEDGER_COLUMNS
@@ -301,6 +302,7 @@ def test_state_is_gathered_from_every_rank_and_each_rank_restores_its_own(tmp_pa
         "ledger_rows": 7,
         "ledger_path": str(tmp_path / "economics.rank1.csv"),
         "window": [[0.9, 1.1]],
+        "pricer": DataPricer(1).state_dict(),
     }
     cb = EconomicsCallback()
     cb.setup(stub_trainer(tmp_path, world_size=2, strategy=BroadcastStub({1: rank1})), None, "fit")

@@ -14,6 +14,7 @@ The contract with the rest of the system:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 
+from v2p.callbacks.pricing import DataPricer, Window
 from v2p.data.episodes import ShiftCounts
 from v2p.economics import ConstantWage, CSVWage, LinearDriftWage, WageIndexer
 from v2p.economics._validate import check_int, check_scalar
@@ -73,6 +75,18 @@ class EconomicsCallback(Callback):
         min_prod_parity: productivity parity the latest evaluation must reach, >= 0.
         ledger_name: file name of the ledger in the log directory; rank ``k > 0`` writes
             ``<stem>.rank<k>.csv`` beside it, since each rank accounts its own envs' shifts.
+        platform_sources: names of the platform's own data sources; every other source is a
+            customer's, whose shifts are credited with their own data's predicted ΔMPL.
+        price_horizon_hours, price_scale: hours and deployments a data price covers (section 7).
+        value_min_samples, value_ridge: of the online data-value estimator.
+
+    Pricing (section 7, :mod:`v2p.callbacks.pricing`) runs when ``training_step`` returns the
+    novelty of the batch's transitions (``"novelty"`` (n,) and their ``"novelty_source"`` ids,
+    as :class:`~v2p.models.sac.SACModule` does with a novelty model). Each batch logs its
+    predicted ΔMPL (``econ/batch_delta_mpl``), its price (``econ/data_price``) and the part
+    each source carries (``econ/value/<source>``); the ledger's ``novelty``,
+    ``delta_mpl_cust`` and ``data_price`` columns then carry values, and ``s_cust`` /
+    ``s_plat`` follow from them. Without novelty those columns stay empty.
 
     Convergence is logged as ``econ/converged`` (1.0 or 0.0, averaged over ranks, so 1.0 means
     every rank converged) at each validation epoch that had evaluation shifts. To stop on it use
@@ -105,6 +119,11 @@ class EconomicsCallback(Callback):
         convergence_tol: float = 0.05,
         min_prod_parity: float = 0.95,
         ledger_name: str = "economics.csv",
+        platform_sources: Sequence[str] = ("platform",),
+        price_horizon_hours: float = 2000.0,
+        price_scale: float = 1.0,
+        value_min_samples: int = 10,
+        value_ridge: float = 1.0,
     ) -> None:
         if market_wage is None:
             market_wage = ConstantWage(18.0)
@@ -138,6 +157,14 @@ class EconomicsCallback(Callback):
         self._ledger_path: str | None = None  # absolute; None until a fit opens a ledger
         self._ledger_rows = 0  # rows this callback has in its ledger
         self._window: list[tuple[float, float]] = []  # last (prod, wage) parity evaluations
+        self.platform_sources = frozenset(platform_sources)
+        self._pricer_args = dict(
+            horizon_hours=check_scalar("price_horizon_hours", price_horizon_hours, ge=0),
+            scale=check_scalar("price_scale", price_scale, ge=0),
+            min_samples=check_int("value_min_samples", value_min_samples, ge=0),
+            ridge=check_scalar("value_ridge", value_ridge, gt=0),
+        )
+        self._pricer: DataPricer | None = None  # made in setup, once the sources are known
         self._writer: LedgerWriter | None = None
         self._trainer: pl.Trainer | None = None
         self._eval_shifts: list[ShiftCounts] = []  # of the current validation epoch
@@ -165,6 +192,13 @@ class EconomicsCallback(Callback):
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._trainer = trainer
+        if self._pricer is None:
+            names = getattr(trainer.datamodule, "source_names", None) or [_DEFAULT_SOURCE]
+            self._pricer = DataPricer(len(names), **self._pricer_args)
+
+    @property
+    def pricer(self) -> DataPricer | None:
+        return self._pricer
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # The ledger is opened here rather than in on_fit_start: strategies with
@@ -218,6 +252,9 @@ class EconomicsCallback(Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
+        names = getattr(trainer.datamodule, "source_names", None)
+        if isinstance(outputs, Mapping) and outputs.get("novelty") is not None:
+            self._price_batch(pl_module, outputs["novelty"], outputs["novelty_source"], names)
         episodes = getattr(batch, "episodes", ())
         finished = [(i, ep) for i, ep in enumerate(episodes) if ep.shift is not None]
         if not finished:
@@ -232,25 +269,65 @@ class EconomicsCallback(Callback):
             )
         if self._writer is None:
             raise RuntimeError("EconomicsCallback: the ledger is not open (on_train_start?)")
-        names = getattr(trainer.datamodule, "source_names", None)
+        window = self._pricer.close_window() if self._pricer is not None else None
+        realised = 0.0
         row: LedgerRow | None = None
         for i, episode in finished:
             err_target, lam = constraints[i]
+            source = self._source_name(names, episode.source)
             row = self._accountant.account(
                 episode.shift,
                 episode=self._shifts,
                 global_step=trainer.global_step,
-                source=self._source_name(names, episode.source),
+                source=source,
                 err_target=float(err_target),
                 lam=float(lam),
+                **self._attribution(window, episode, source, len(finished)),
             )
+            realised += row.delta_mpl_total
             self._writer.append(row)
             self._shifts += 1
             self._ledger_rows = self._writer.rows
+        if window is not None:
+            self._pricer.learn(window, realised)
         assert row is not None
         for column, value in row.columns().items():
             if value is not None and column not in _UNLOGGED_COLUMNS:
                 pl_module.log(f"econ/{column}", value, on_step=True, on_epoch=False, batch_size=1)
+
+    def _price_batch(
+        self,
+        pl_module: pl.LightningModule,
+        novelty: Any,
+        source: Any,
+        names: Sequence[str] | None,
+    ) -> None:
+        value = self._pricer.price_batch(novelty, source)
+        metrics = {"econ/batch_delta_mpl": value.delta_mpl, "econ/data_price": value.price}
+        for k, name in enumerate(names or [_DEFAULT_SOURCE]):
+            metrics[f"econ/value/{name}"] = value.per_source[k]
+        pl_module.log_dict(metrics, on_step=True, on_epoch=False, batch_size=1)
+
+    def _attribution(
+        self, window: Window | None, episode: Any, source: str, shifts: int
+    ) -> dict[str, float | None]:
+        """A shift's ``delta_mpl_cust``, ``novelty`` and ``data_price`` (None: no pricing).
+
+        The window's prediction covers every shift that finished with it, so each of them is
+        credited ``1 / shifts`` of it: a customer's shift gets its own data's part, a platform
+        site's shift none (the platform does not pay itself for data).
+        """
+        if window is None:
+            return {}
+        customer = source not in self.platform_sources
+        delta_mpl_cust = max(0.0, window.delta_mpl[episode.source]) / shifts if customer else 0.0
+        novelty = window.novelty[episode.source]
+        price = self._pricer.shift_price(delta_mpl_cust, episode.shift.price_per_unit, window.kappa)
+        return {
+            "delta_mpl_cust": delta_mpl_cust,
+            "novelty": None if math.isnan(novelty) else novelty,
+            "data_price": price,
+        }
 
     @staticmethod
     def _source_name(names: Sequence[str] | None, source: int) -> str:
@@ -307,6 +384,7 @@ class EconomicsCallback(Callback):
             "ledger_rows": self._ledger_rows,
             "ledger_path": self._ledger_path,
             "window": [[prod, wage] for prod, wage in self._window],
+            "pricer": None if self._pricer is None else self._pricer.state_dict(),
         }
 
     def state_dict(self) -> dict[str, Any]:
@@ -342,3 +420,7 @@ class EconomicsCallback(Callback):
         self._ledger_rows = check_int("state['ledger_rows']", state["ledger_rows"], ge=0)
         self._ledger_path = state["ledger_path"]
         self._window = [(float(prod), float(wage)) for prod, wage in state["window"]]
+        if state.get("pricer") is not None:
+            if self._pricer is None:
+                self._pricer = DataPricer(state["pricer"]["num_sources"], **self._pricer_args)
+            self._pricer.load_state_dict(state["pricer"])
