@@ -39,6 +39,7 @@ ENV_IDS = {
     "v2p/Dishwashing-v0": ("DishwashingEnv", "DishwashingVectorEnv"),
     "v2p/DishwashingVideo-v0": ("DishwashingVideoEnv", "DishwashingVideoVectorEnv"),
 }
+PHYSICS_ENV_ID = "v2p/DishwashingPhysics-v0"
 
 
 def register_envs() -> None:
@@ -50,6 +51,14 @@ def register_envs() -> None:
                 entry_point=f"v2p.envs.dishwashing:{single}",
                 vector_entry_point=f"v2p.envs.dishwashing:{vector}",
             )
+    # PyBullet physics (issue 6): entry points as strings, so pybullet is imported only when
+    # the id is made.
+    if PHYSICS_ENV_ID not in gymnasium.registry:
+        gymnasium.register(
+            id=PHYSICS_ENV_ID,
+            entry_point="v2p.envs.physics.env:DishwashingPhysicsEnv",
+            vector_entry_point="v2p.envs.physics.env:DishwashingPhysicsVectorEnv",
+        )
 
 
 register_envs()
