@@ -164,7 +164,7 @@ class LatentDiffusionNovelty(L.LightningModule):
         self._calibrated = False
         self._normaliser_updates = 0
         self.register_load_state_dict_post_hook(_sync_flags)
-        self._val_errors: list[torch.Tensor] = []
+        self._val_sums: torch.Tensor | None = None  # (3, K): error sum, square sum, count
         self._val_generator: torch.Generator | None = None
 
     # ----------------------------------------------------------------- encoder and latents
@@ -337,8 +337,11 @@ class LatentDiffusionNovelty(L.LightningModule):
         self.err_std.copy_(var.sqrt().clamp_min(1e-6))
 
     def _set_statistics(self, err: torch.Tensor) -> None:
-        self.err_mean.copy_(err.mean(0))
-        self.err_std.copy_(err.std(0).clamp_min(1e-6))
+        self._set_moments(err.mean(0), err.var(0))
+
+    def _set_moments(self, mean: torch.Tensor, var: torch.Tensor) -> None:
+        self.err_mean.copy_(mean)
+        self.err_std.copy_(var.sqrt().clamp_min(1e-6))
         self.calibrated.fill_(True)
         self._calibrated = True
 
@@ -381,24 +384,28 @@ class LatentDiffusionNovelty(L.LightningModule):
     def on_validation_epoch_start(self) -> None:
         # Fixed timesteps and noise every epoch, so val/loss compares epochs and picks the best.
         self._val_generator = torch.Generator(self.device).manual_seed(self.hparams.score_seed)
-        self._val_errors = []
+        self._val_sums = None
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         z = self.latents_of(batch)
         loss = self.diffusion_loss(z, generator=self._val_generator)
         self.log("val/loss", loss, prog_bar=True, batch_size=z.shape[0])
-        self._val_errors.append(self.denoising_errors(z).float())
+        err = self.denoising_errors(z).float()  # (B, K)
+        sums = torch.stack([err.sum(0), err.square().sum(0), torch.full_like(err[0], len(err))])
+        self._val_sums = sums if self._val_sums is None else self._val_sums + sums
 
     def on_validation_epoch_end(self) -> None:
         # Calibrate only on a frozen normaliser: before that (e.g. the sanity check) the errors
         # are of a model whose input scale is still moving.
-        if not self._val_errors or not self._normaliser_frozen:
+        if self._val_sums is None or not self._normaliser_frozen:
             return
-        k = len(self.hparams.score_timesteps)
-        err = self.all_gather(torch.cat(self._val_errors)).reshape(-1, k)  # (N over ranks, K)
-        self._val_errors = []
-        if err.shape[0] >= 2:
-            self._set_statistics(err)
+        # Sums, not the errors themselves, cross ranks: ranks may hold different numbers of
+        # validation clips, which all_gather would not accept.
+        total, square, count = self.trainer.strategy.reduce(self._val_sums, reduce_op="sum")
+        self._val_sums = None
+        mean = total / count
+        var = (square / count - mean.square()).clamp_min(0.0) * count / (count - 1).clamp_min(1)
+        self._set_moments(mean, var)
 
 
 def _sync_flags(module: nn.Module, incompatible_keys: Any) -> None:
