@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import lightning as L
+import numpy as np
 import pytest
 import torch
+from lightning.pytorch.loggers import CSVLogger
 
 from tests.models.conftest import make_run
+from v2p.cli import main as cli_main
+from v2p.data.clips import ClipDataModule
+from v2p.data.recording import record
 from v2p.models.pretrain import EncoderPretrainModule, load_pretrained_encoder
 from v2p.models.probe import linear_probe_r2
 from v2p.models.sac import SACModule
 
+ROOT = Path(__file__).resolve().parents[2]
 CLIP = (4, 3, 32, 32)
 SMALL = dict(encoder_arch="simple2dcnn", encoder_channels=8, latent_dim=16, projection_dim=16)
 VIDEO_ENV = {"frames": 4, "height": 32, "width": 32}
@@ -150,3 +158,65 @@ def _video_run(root, **model_kwargs):
         max_steps=6,
         data_kwargs={"batch_size": 8, "warmup_steps": 16, "updates_per_epoch": 3},
     )
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory):
+    out = tmp_path_factory.mktemp("recording")
+    record(str(out), env_kwargs=VIDEO_ENV, episodes=12, seed=0, progress=False)
+    return out
+
+
+def test_shrunk_pretraining_fit_lowers_its_loss_and_reports_the_probe(tmp_path, recording):
+    L.seed_everything(0, verbose=False)
+    # No random shift: at 32x32 pixels it makes the task too hard for 50 updates.
+    data = ClipDataModule(
+        [str(recording)], clip_len=4, frame_size=32, batch_size=32, clips_per_epoch=32 * 25,
+        val_fraction=0.34, shift_pad=0,
+    )
+    module = EncoderPretrainModule(data.observation_shape, lr=3e-3, momentum=0.9, **SMALL)
+    losses = []
+
+    class KeepLoss(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            losses.append(float(outputs["loss"]))
+
+    trainer = L.Trainer(
+        max_epochs=2,
+        logger=CSVLogger(tmp_path, name=""),
+        callbacks=[KeepLoss()],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        log_every_n_steps=5,
+    )
+    trainer.fit(module, data)
+    assert len(losses) == 50
+    assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.3
+    assert {"val/loss", "val/probe_r2"} <= set(trainer.callback_metrics)
+    # The checkpoint it wrote starts a SAC encoder.
+    ckpt = next((tmp_path / "version_0" / "checkpoints").glob("*.ckpt"))
+    sac = SACModule(data.observation_shape, [0.0], [1.0], encoder_ckpt=str(ckpt), **_sac_encoder())
+    clips = next(iter(data.val_dataloader())).anchor
+    module.eval(), sac.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(sac.encoder(clips), module.encoder(clips), rtol=0, atol=0)
+
+
+def test_pretrain_config_instantiates_through_the_cli(recording):
+    cli = cli_main(
+        [
+            "--config", str(ROOT / "configs" / "pretrain_encoder.yaml"),
+            f"--data.init_args.paths=[{recording}]",
+            "--data.init_args.clip_len=4",
+            "--data.init_args.frame_size=32",
+        ],
+        run=False,
+    )
+    assert isinstance(cli.model, EncoderPretrainModule)
+    assert cli.model.hparams.observation_shape == (4, 3, 32, 32)  # linked from the data
+
+
+def test_a_corrupt_clip_file_fails_clearly(tmp_path):
+    (tmp_path / "shard_00000.npz").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match=r"shard_00000\.npz"):
+        ClipDataModule([str(tmp_path / "shard_00000.npz")])
