@@ -223,7 +223,7 @@ class RolloutDataModule(L.LightningDataModule):
     def _probe_spaces(self) -> tuple[gym.Space, gym.Space]:
         spaces = []
         for source in self.sources:
-            probe = make_env(self.env_id, self._source_kwargs(source))
+            probe = make_env(source.env_id or self.env_id, self._source_kwargs(source))
             spaces.append((probe.observation_space, probe.action_space))
             probe.close()
         for source, space in zip(self.sources, spaces, strict=True):
@@ -238,7 +238,7 @@ class RolloutDataModule(L.LightningDataModule):
         """One vector env over every source's sites (``envs_per_source`` overrides the counts)."""
         parts = [
             make_vector_env(
-                self.env_id,
+                source.env_id or self.env_id,
                 envs_per_source or source.num_envs,
                 self._source_kwargs(source),
             )

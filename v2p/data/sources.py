@@ -28,11 +28,14 @@ class DataSource:
         name: the source's name in the ledger and the logs (``platform``, ``customer_a``, ...).
         num_envs: sites of this source stepped per collection step.
         env_kwargs: task parameters of these sites, on top of the data module's ``env_kwargs``.
+        env_id: another gymnasium id for these sites (same spaces), e.g. a customer's own
+            simulator; None uses the data module's ``env_id``.
     """
 
     name: str
     num_envs: int = 1
     env_kwargs: dict[str, Any] = field(default_factory=dict)
+    env_id: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:

@@ -1,0 +1,168 @@
+"""Encoder pretraining benchmark (issue 4): linear probe of the task state, and SAC on top.
+
+    python bench/pretrain.py                                  # record, pretrain, probe, SAC
+    python bench/pretrain.py --skip-sac                       # the probe only
+
+1. Record ``--episodes`` episodes of ``v2p/DishwashingVideo-v0`` with uniform random actions
+   (``v2p record``).
+2. Pretrain a ``simple2dcnn`` encoder on them with ``configs/pretrain_encoder.yaml``'s module
+   and data for ``--epochs`` epochs.
+3. Linear probe: a ridge regression from frozen latents to the recorded task state, fitted and
+   scored on disjoint validation episodes (:func:`v2p.models.probe.linear_probe_r2`), for the
+   pretrained encoder and for a randomly initialised encoder of the same architecture.
+4. SAC with ``configs/dishwashing_video.yaml`` for ``--sac-updates`` updates, end to end and on
+   the frozen pretrained encoder, same seed: expected profit at the same env steps, and the
+   wall-clock of the SAC runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.learn import run_v2p  # noqa: E402
+from v2p.data.clips import ClipDataModule  # noqa: E402
+from v2p.data.recording import record  # noqa: E402
+from v2p.envs import DishwashingParams, optimal_policy  # noqa: E402
+from v2p.models.pretrain import EncoderPretrainModule  # noqa: E402
+from v2p.models.probe import linear_probe_r2  # noqa: E402
+
+ENCODER = dict(encoder_arch="simple2dcnn", encoder_channels=32, latent_dim=64)
+
+
+def pretrain(
+    recording: Path, epochs: int, root: Path, seed: int
+) -> tuple[Path, float, ClipDataModule]:
+    """Pretrain as configs/pretrain_encoder.yaml does; (checkpoint, seconds, data)."""
+    L.seed_everything(seed, verbose=False)
+    data = ClipDataModule(
+        [str(recording)], clip_len=8, frame_size=64, batch_size=64, clips_per_epoch=6400,
+        val_fraction=0.2, seed=seed,
+    )
+    module = EncoderPretrainModule(data.observation_shape, **ENCODER)
+    trainer = L.Trainer(
+        max_epochs=epochs, default_root_dir=root, enable_progress_bar=False,
+        enable_model_summary=False, log_every_n_steps=50,
+    )
+    start = time.perf_counter()
+    trainer.fit(module, data)
+    seconds = time.perf_counter() - start
+    path = root / "pretrained.ckpt"
+    trainer.save_checkpoint(path)
+    return path, seconds, data
+
+
+@torch.no_grad()
+def probe(encoder: torch.nn.Module, data: ClipDataModule) -> tuple[float, int]:
+    """(R^2, validation clips) of the linear probe on ``encoder``'s frozen latents."""
+    encoder.eval()
+    latents, states, episodes = [], [], []
+    for batch in data.val_dataloader():
+        latents.append(encoder(batch.anchor))
+        states.append(batch.state)
+        episodes.append(batch.episode)
+    r2 = linear_probe_r2(torch.cat(latents), torch.cat(states), torch.cat(episodes))
+    if r2 is None:
+        raise RuntimeError("too few validation clips with a task state for the probe")
+    return float(r2), sum(len(e) for e in episodes)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--episodes", type=int, default=200)
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument(
+        "--sac-updates", type=int, default=2250,
+        help="SAC updates (2,250 = 20,000 env steps with the video config)",
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip-sac", action="store_true")
+    parser.add_argument("--keep", default=None, help="keep recordings and logs under this folder")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(args.keep or tmp)
+        recording = root / "recording"
+        start = time.perf_counter()
+        record(
+            str(recording), episodes=args.episodes, seed=args.seed, overwrite=True, progress=False
+        )
+        print(f"recorded {args.episodes} episodes in {time.perf_counter() - start:.0f} s")
+        ckpt, pretrain_seconds, data = pretrain(
+            recording, args.epochs, root / "pretrain", args.seed
+        )
+        print(f"pretrained in {pretrain_seconds:.0f} s", flush=True)
+
+        pretrained = EncoderPretrainModule.load_from_checkpoint(ckpt, map_location="cpu").encoder
+        L.seed_everything(args.seed + 1000, verbose=False)
+        random_init = EncoderPretrainModule(data.observation_shape, **ENCODER).encoder
+        (r2_pretrained, clips), (r2_random, _) = probe(pretrained, data), probe(random_init, data)
+        lines = [
+            f"Probe on {clips:,} validation clips of {args.episodes} recorded episodes (ridge "
+            "fitted on even episodes, scored on odd ones):",
+            "",
+            "| encoder | linear-probe R^2 of the task state |",
+            "|---|---:|",
+            f"| simple2dcnn, pretrained ({args.epochs} epochs, {pretrain_seconds:.0f} s) | "
+            f"{r2_pretrained:.3f} |",
+            f"| simple2dcnn, random init | {r2_random:.3f} |",
+            "",
+            f"Difference: {r2_pretrained - r2_random:+.3f}",
+        ]
+        if not args.skip_sac:
+            lines += ["", *sac_comparison(ckpt, args.sac_updates, args.seed, root)]
+    print("\n".join(lines))
+
+
+def sac_comparison(ckpt: Path, updates: int, seed: int, root: Path) -> list[str]:
+    ceiling = optimal_policy(DishwashingParams()).profit
+    runs = {
+        "end to end (encoder trained by the critic)": [],
+        "frozen pretrained encoder": [
+            f"--model.init_args.encoder_ckpt={ckpt}",
+            "--model.init_args.freeze_encoder=true",
+        ],
+    }
+    lines = [
+        f"SAC, configs/dishwashing_video.yaml, {updates:,} updates, seed {seed}; ceiling "
+        f"{ceiling:.2f} $/hr. Profit is the mean of the last two evaluations.",
+        "",
+        "| encoder | env steps | expected profit $/hr (of ceiling) | SAC wall-clock s |",
+        "|---|---:|---:|---:|",
+    ]
+    results = {}
+    for name, overrides in runs.items():
+        run_root = root / ("sac-" + name.split()[0])
+        curve, _ = run_v2p(
+            "configs/dishwashing_video.yaml",
+            [f"--trainer.max_steps={updates}", *overrides],
+            seed,
+            str(run_root),
+        )
+        profit = sum(curve.expected_profit[-2:]) / len(curve.expected_profit[-2:])
+        results[name] = (profit, curve.seconds[-1])
+        print(f"{name}: {curve.expected_profit} in {curve.seconds[-1]:.0f} s", flush=True)
+        lines.append(
+            f"| {name} | {curve.env_steps[-1]:,} | {profit:.2f} ({profit / ceiling:.1%}) | "
+            f"{curve.seconds[-1]:.0f} |"
+        )
+    (e2e, e2e_s), (frozen, frozen_s) = results.values()
+    lines += [
+        "",
+        f"Frozen / end to end: {frozen / e2e:.1%} of the profit in {frozen_s / e2e_s:.0%} of the "
+        "SAC wall-clock (pretraining not included).",
+    ]
+    return lines
+
+
+if __name__ == "__main__":
+    main()
