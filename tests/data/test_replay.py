@@ -534,3 +534,53 @@ def test_bad_sample_args() -> None:
         buffer.sample(0, np.random.default_rng(0))
     with pytest.raises(TypeError, match="generator"):
         buffer.sample(4, 0)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------ prioritised replay
+
+
+def test_prioritised_draws_follow_priorities_and_weight_them() -> None:
+    buffer = ReplayBuffer(capacity=4, num_envs=1, obs_shape=(OBS_DIM,), action_dim=ACTION_DIM)
+    add_state_steps(buffer, 0, 4)
+    buffer.update_priorities(np.arange(4), np.array([1.0, 1.0, 2.0, 4.0]))
+    sample = buffer.sample(20_000, np.random.default_rng(0), priority_alpha=1.0, priority_beta=1.0)
+    freq = np.bincount(sample.index.numpy(), minlength=4) / 20_000
+    np.testing.assert_allclose(freq, [0.125, 0.125, 0.25, 0.5], atol=0.01)
+    # (N P(i))^-beta, normalised by the largest: 1 for the least likely transitions.
+    expected = {0: 1.0, 1: 1.0, 2: 0.5, 3: 0.25}
+    for i, w in zip(sample.index.tolist()[:50], sample.weight.tolist()[:50], strict=True):
+        assert w == pytest.approx(expected[i])
+    np.testing.assert_array_equal(sample_ids(sample), sample.index.numpy())  # id = slot here
+    # alpha = 0 is uniform again; a uniform draw has unit weights.
+    uniform = buffer.sample(20_000, np.random.default_rng(1), priority_alpha=0.0)
+    np.testing.assert_allclose(np.bincount(uniform.index.numpy()) / 20_000, 0.25, atol=0.01)
+    assert (buffer.sample(8, np.random.default_rng(2)).weight == 1).all()
+
+
+def test_new_transitions_get_the_largest_priority_and_bad_priorities_are_refused() -> None:
+    buffer = ReplayBuffer(capacity=8, num_envs=2, obs_shape=(OBS_DIM,), action_dim=ACTION_DIM)
+    add_state_steps(buffer, 0, 2)
+    buffer.update_priorities(np.array([0, 3]), np.array([0.5, 3.0]))
+    add_state_steps(buffer, 2, 1)
+    np.testing.assert_array_equal(buffer.state_dict()["priority"][2], [3.0, 3.0])
+    with pytest.raises(ValueError, match="finite and > 0"):
+        buffer.update_priorities(np.array([1]), np.array([0.0]))
+    # A state saved before priorities existed loads with equal priorities.
+    state = buffer.state_dict()
+    del state["priority"]
+    restored = ReplayBuffer(capacity=8, num_envs=2, obs_shape=(OBS_DIM,), action_dim=ACTION_DIM)
+    restored.load_state_dict(state)
+    assert (restored.state_dict()["priority"] == 1).all()
+
+
+def test_prioritised_video_draws_never_return_evicted_frames() -> None:
+    buffer = video_buffer(capacity=2 * 16, num_envs=2, frame_stack=3)
+    expected_obs, expected_next, _ = fill_video(
+        buffer, FrameHistoryEnv(2, 3, min_len=1, max_len=3, seed=1), steps=60
+    )
+    # Make the oldest slots (whose frames may be gone) the most likely ones.
+    buffer.update_priorities(np.arange(32), np.linspace(100.0, 1.0, 32))
+    sample = buffer.sample(512, np.random.default_rng(0), priority_alpha=1.0)
+    ids = sample_ids(sample)
+    np.testing.assert_array_equal(sample.obs.numpy(), expected_obs[ids])
+    np.testing.assert_array_equal(sample.next_obs.numpy(), expected_next[ids])

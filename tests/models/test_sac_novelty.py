@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 
@@ -81,3 +82,24 @@ def test_bad_novelty_settings_fail_clearly(tmp_path):
         load_novelty_checkpoint(str(foreign))
     with pytest.warns(UserWarning, match="fine-tuned encoder"):
         SACModule((7,), [0.0], [1.0], novelty_ckpt=str(path), **SMALL_MODEL)
+
+
+def test_novelty_weighted_replay_sets_priorities_from_novelty(tmp_path):
+    model, dm, trainer = make_run(
+        tmp_path,
+        max_steps=30,
+        model_kwargs={"novelty_online": True, "novelty_batch": 16},
+        data_kwargs={"replay_priority": "novelty"},
+    )
+    trainer.fit(model, dm)
+    priority = dm.buffer.state_dict()["priority"][: len(dm.buffer) // dm.num_envs]
+    assert len(np.unique(priority)) > 20  # scored transitions carry softplus(novelty)
+    assert (priority > 0).all()
+
+
+def test_novelty_weighted_replay_needs_a_novelty_model(tmp_path):
+    model, dm, trainer = make_run(tmp_path, max_steps=5, data_kwargs={"replay_priority": "novelty"})
+    with pytest.raises(ValueError, match="replay_priority=novelty needs novelty scores"):
+        trainer.fit(model, dm)
+    with pytest.raises(ValueError, match="replay_priority must be one of"):
+        make_run(tmp_path, data_kwargs={"replay_priority": "td_error"})

@@ -49,6 +49,10 @@ class ReplaySample(NamedTuple):
     next_obs: torch.Tensor  # (B, *obs_shape), stored dtype
     terminated: torch.Tensor  # (B,) float32
     source: torch.Tensor  # (B,) int64
+    # Where the transitions are stored (flat slot * num_envs + env), and the importance weights
+    # of a prioritised draw (all 1 for a uniform one).
+    index: torch.Tensor | None = None  # (B,) int64
+    weight: torch.Tensor | None = None  # (B,) float32
 
 
 def _to_sample(
@@ -59,6 +63,8 @@ def _to_sample(
     next_obs: np.ndarray,
     terminated: np.ndarray,
     source: np.ndarray,
+    index: np.ndarray,
+    weight: np.ndarray,
 ) -> ReplaySample:
     """The one place where replay data becomes tensors: zero-copy, no device moves."""
     return ReplaySample(
@@ -69,6 +75,8 @@ def _to_sample(
         next_obs=torch.from_numpy(next_obs),
         terminated=torch.from_numpy(terminated),
         source=torch.from_numpy(source),
+        index=torch.from_numpy(index),
+        weight=torch.from_numpy(weight),
     )
 
 
@@ -159,6 +167,10 @@ class ReplayBuffer:
         self._err = np.zeros((n, n_env), dtype=np.float32)
         self._terminated = np.zeros((n, n_env), dtype=np.float32)
         self._source = np.zeros((n, n_env), dtype=np.int64)
+        # Sampling priorities (used by prioritised draws only); a new transition gets the
+        # largest priority so far, so it is likely to be drawn, and scored, soon.
+        self._priority = np.ones((n, n_env), dtype=np.float32)
+        self._max_priority = 1.0
         if self.frame_stack is None:
             self.frame_capacity: int | None = None
             self._obs = np.zeros((n, n_env, *self.obs_shape), dtype=self.obs_dtype)
@@ -252,6 +264,7 @@ class ReplayBuffer:
         self._err[p] = err
         self._terminated[p] = terminated
         self._source[p] = source
+        self._priority[p] = self._max_priority
         self._pos = (p + 1) % self.per_env_capacity
         self._full = self._full or self._pos == 0
 
@@ -301,19 +314,38 @@ class ReplayBuffer:
 
     # ---------------------------------------------------------------- sample
 
-    def sample(self, batch_size: int, generator: np.random.Generator) -> ReplaySample:
-        """Draw ``batch_size`` transitions uniformly, with replacement, using ``generator``."""
+    def sample(
+        self,
+        batch_size: int,
+        generator: np.random.Generator,
+        priority_alpha: float | None = None,
+        priority_beta: float = 0.4,
+    ) -> ReplaySample:
+        """Draw ``batch_size`` transitions with replacement, using ``generator``.
+
+        Uniformly by default. With ``priority_alpha``, transition ``i`` is drawn with
+        probability ``P(i) = p_i^alpha / sum_j p_j^alpha`` (prioritised replay, Schaul et al.
+        2016) and carries the importance weight ``(N P(i))^-beta``, divided by the batch's
+        largest so weights only scale updates down.
+        """
         batch_size = _positive_int("batch_size", batch_size)
         if not isinstance(generator, np.random.Generator):
             raise TypeError(f"generator must be a numpy.random.Generator, got {type(generator)}")
         stored = len(self)
         if stored == 0:
             raise ValueError("cannot sample from an empty ReplayBuffer; add transitions first")
-        if self.frame_stack is None:
+        weight = np.ones(batch_size, dtype=np.float32)
+        if priority_alpha is not None:
+            flat, weight = self._draw_prioritised(
+                batch_size, stored, generator, priority_alpha, priority_beta
+            )
+        elif self.frame_stack is None:
             flat = generator.integers(0, stored, size=batch_size)
-            obs, next_obs = _take(self._obs, flat), _take(self._next_obs, flat)
         else:
             flat = self._draw_valid(batch_size, stored, generator)
+        if self.frame_stack is None:
+            obs, next_obs = _take(self._obs, flat), _take(self._next_obs, flat)
+        else:
             obs, next_obs = self._gather_stacks(flat)
         return _to_sample(
             obs,
@@ -323,7 +355,43 @@ class ReplayBuffer:
             next_obs,
             _take(self._terminated, flat),
             _take(self._source, flat),
+            flat.astype(np.int64, copy=False),
+            weight,
         )
+
+    def _draw_prioritised(
+        self,
+        batch_size: int,
+        stored: int,
+        generator: np.random.Generator,
+        alpha: float,
+        beta: float,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Flat indices drawn by priority, and their normalised importance weights."""
+        p = self._priority.reshape(-1)[:stored].astype(np.float64) ** alpha
+        if self.frame_stack is not None:  # transitions whose frames left the ring: never
+            p[~self._valid(np.arange(stored))] = 0.0
+        p /= p.sum()
+        flat = generator.choice(stored, size=batch_size, p=p)
+        weight = (stored * p[flat]) ** -beta
+        return flat, (weight / weight.max()).astype(np.float32)
+
+    def update_priorities(self, index: np.ndarray, priority: np.ndarray) -> None:
+        """Set the priorities (> 0) of the transitions at flat ``index`` (from a sample)."""
+        priority = np.asarray(priority, dtype=np.float32)
+        if not (np.isfinite(priority).all() and (priority > 0).all()):
+            raise ValueError(f"priorities must be finite and > 0, got {priority}")
+        self._priority.reshape(-1)[np.asarray(index)] = priority
+        self._max_priority = max(self._max_priority, float(priority.max()))
+
+    def _valid(self, flat: np.ndarray) -> np.ndarray:
+        """Whether every frame the transitions at ``flat`` need is still in the ring."""
+        oldest_needed = np.maximum(
+            _take(self._obs_frame, flat) - (self.frame_stack - 1),
+            _take(self._episode_first_frame, flat),
+        )
+        # The ring of env e holds the absolute frames [count_e - frame_capacity, count_e).
+        return oldest_needed >= self._frame_count[flat % self.num_envs] - self.frame_capacity
 
     def _draw_valid(
         self, batch_size: int, stored: int, generator: np.random.Generator
@@ -341,13 +409,7 @@ class ReplayBuffer:
         n_accepted = 0
         while n_accepted < batch_size:
             flat = generator.integers(0, stored, size=batch_size - n_accepted)
-            oldest_needed = np.maximum(
-                _take(self._obs_frame, flat) - (self.frame_stack - 1),
-                _take(self._episode_first_frame, flat),
-            )
-            # The ring of env e holds the absolute frames [count_e - frame_capacity, count_e).
-            in_ring = self._frame_count[flat % self.num_envs] - self.frame_capacity
-            valid = oldest_needed >= in_ring
+            valid = self._valid(flat)
             accepted.append(flat[valid])
             n_accepted += int(valid.sum())
         return accepted[0] if len(accepted) == 1 else np.concatenate(accepted)
@@ -387,6 +449,7 @@ class ReplayBuffer:
             "err": self._err,
             "terminated": self._terminated,
             "source": self._source,
+            "priority": self._priority,
         }
         if self.frame_stack is None:
             arrays.update(obs=self._obs, next_obs=self._next_obs)
@@ -428,6 +491,8 @@ class ReplayBuffer:
                     f"with {expected.tolist()!r}"
                 )
         arrays = self._arrays()
+        if "priority" not in state:  # saved before prioritised replay existed: all equal
+            state = {**state, "priority": np.ones_like(self._priority)}
         for key, live in arrays.items():
             if key not in state:
                 raise ValueError(f"replay state is missing field {key!r}")
@@ -447,6 +512,7 @@ class ReplayBuffer:
             )
         for key, live in arrays.items():
             np.copyto(live, state[key])
+        self._max_priority = float(self._priority.max())
         self._pos = pos
         self._full = bool(state["full"])
 

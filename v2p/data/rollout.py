@@ -30,7 +30,9 @@ from v2p.data.checkpoint_io import ReplayCheckpointIO
 from v2p.data.episodes import EpisodeRecord, EpisodeTracker, ShiftCounts
 from v2p.data.replay import ReplayBuffer, ReplaySample
 from v2p.data.sources import ConcatVectorEnv, DataSource, check_sources, supports_state_dict
-from v2p.economics._validate import check_int
+from v2p.economics._validate import check_int, check_scalar
+
+REPLAY_PRIORITIES = ("uniform", "novelty")
 
 
 class RolloutBatch(NamedTuple):
@@ -142,6 +144,11 @@ class RolloutDataModule(L.LightningDataModule):
             and task parameters on top of ``env_kwargs``; replaces ``num_envs`` and
             ``source_name``. Every transition and shift carries its source, and evaluation
             runs ``eval_episodes`` per source.
+        replay_priority: ``uniform`` sampling, or ``novelty``: prioritised replay whose
+            priorities are the novelty scores the model reports (``softplus(novelty)``), with
+            importance weights; needs a model that scores novelty.
+        priority_alpha, priority_beta: the prioritisation exponent and the importance-weight
+            exponent of prioritised replay.
     """
 
     def __init__(
@@ -157,6 +164,9 @@ class RolloutDataModule(L.LightningDataModule):
         eval_episodes: int = 8,
         source_name: str = "platform",
         sources: list[DataSource] | None = None,
+        replay_priority: str = "uniform",
+        priority_alpha: float = 0.6,
+        priority_beta: float = 0.4,
     ) -> None:
         super().__init__()
         for name in (
@@ -169,6 +179,15 @@ class RolloutDataModule(L.LightningDataModule):
         ):
             check_int(name, locals()[name], ge=1)
         check_int("warmup_steps", warmup_steps, ge=0)
+        if replay_priority not in REPLAY_PRIORITIES:
+            raise ValueError(
+                f"replay_priority must be one of {REPLAY_PRIORITIES}, got {replay_priority!r}"
+            )
+        check_scalar("priority_alpha", priority_alpha, ge=0.0)
+        check_scalar("priority_beta", priority_beta, ge=0.0, le=1.0)
+        self.replay_priority = replay_priority
+        self.priority_alpha = priority_alpha
+        self.priority_beta = priority_beta
         # Sources as plain dicts: a checkpoint's hyper-parameters must load with weights_only.
         self.save_hyperparameters(ignore=["sources"])
         self.env_id = env_id
@@ -306,9 +325,22 @@ class RolloutDataModule(L.LightningDataModule):
             self._pending_updates = self.updates_per_step
         self._pending_updates -= 1
         self._updates_in_epoch += 1
-        sample = self.buffer.sample(self.batch_size, self._rng)
+        if self.replay_priority == "novelty":
+            sample = self.buffer.sample(
+                self.batch_size, self._rng, self.priority_alpha, self.priority_beta
+            )
+        else:
+            sample = self.buffer.sample(self.batch_size, self._rng)
         episodes, self._pending_episodes = tuple(self._pending_episodes), []
         return RolloutBatch(sample, episodes)
+
+    def update_priorities(self, index: torch.Tensor, novelty: torch.Tensor) -> None:
+        """Novelty scores of sampled transitions become their replay priorities (a host
+        read of ``n`` values); nothing happens with uniform replay."""
+        if self.replay_priority != "novelty":
+            return
+        priority = torch.nn.functional.softplus(novelty.detach().float()) + 1e-3
+        self.buffer.update_priorities(index.cpu().numpy(), priority.cpu().numpy())
 
     # ------------------------------------------------------------- rollouts
 

@@ -169,6 +169,12 @@ class SACModule(L.LightningModule):
         return action.cpu().numpy()
 
     def on_train_start(self) -> None:
+        priority = getattr(self.trainer.datamodule, "replay_priority", "uniform")
+        if priority == "novelty" and self.novelty is None:
+            raise ValueError(
+                "data.replay_priority=novelty needs novelty scores: set model.novelty_online=true "
+                "or model.novelty_ckpt=PATH"
+            )
         # seed_everything gives every DDP rank the same torch seed; offset the policy noise
         # of ranks > 0 so they explore differently (rank 0 keeps the seeded or restored stream).
         if self.trainer.global_rank > 0:
@@ -209,9 +215,15 @@ class SACModule(L.LightningModule):
             self.check_finite()
         outputs: dict[str, Any] = {"shift_constraints": constraints}
         if novelty is not None:  # for the EconomicsCallback's pricing of this batch
+            self._update_replay_priorities(batch, novelty)
             outputs["novelty"] = novelty
             outputs["novelty_source"] = batch.sample.source[: novelty.shape[0]]
         return outputs
+
+    def _update_replay_priorities(self, batch: RolloutBatch, novelty: torch.Tensor) -> None:
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        if hasattr(datamodule, "update_priorities") and batch.sample.index is not None:
+            datamodule.update_priorities(batch.sample.index[: novelty.shape[0]], novelty)
 
     def update(self, batch: RolloutBatch) -> dict[str, torch.Tensor]:
         """One SAC gradient update on a replay sample; returns detached metrics."""
@@ -232,7 +244,11 @@ class SACModule(L.LightningModule):
         with torch.set_grad_enabled(not hp.freeze_encoder):
             z = self.encoder(s.obs)
         q1, q2 = self.critic(z, s.action)
-        critic_loss = F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)
+        if s.weight is None:
+            critic_loss = F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)
+        else:  # importance weights of a prioritised draw (all 1 for a uniform one)
+            squared = (q1 - target_q).square() + (q2 - target_q).square()
+            critic_loss = (s.weight * squared).mean()
 
         z_actor = z.detach()
         action, log_prob = self.actor.sample(z_actor)
