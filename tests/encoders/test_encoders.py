@@ -362,3 +362,19 @@ def test_same_seed_builds_identical_weights(arch: str) -> None:
     assert first.keys() == again.keys()
     assert all(torch.equal(first[k], again[k]) for k in first)
     assert not all(torch.equal(first[k], other[k]) for k in first)
+
+
+@pytest.mark.parametrize("arch", ["simple2dcnn", "simple3dcnn", "r3d18"])
+def test_channels_last_gives_the_same_latents(arch):
+    shape = (8, 3, 32, 32) if arch != "r3d18" else (4, 3, 16, 16)
+    torch.manual_seed(0)
+    plain = build_encoder(arch, shape, latent_dim=8)
+    fast = build_encoder(arch, shape, latent_dim=8, channels_last=True)
+    fast.load_state_dict(plain.state_dict())
+    conv = next(m for m in fast.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Conv3d))
+    fmt = torch.channels_last if conv.weight.dim() == 4 else torch.channels_last_3d
+    assert conv.weight.is_contiguous(memory_format=fmt)
+    clips = torch.randint(0, 256, (2, *shape), dtype=torch.uint8)
+    plain.eval(), fast.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(fast(clips), plain(clips), rtol=1e-4, atol=1e-4)

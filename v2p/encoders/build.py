@@ -19,10 +19,12 @@ def build_encoder(
     hidden_dim: int = 256,
     channels: int = 32,
     weights_path: str | None = None,
+    channels_last: bool = False,
 ) -> nn.Module:
     """Encoder for observations of `obs_shape`: `(obs_dim,)` for mlp, `(T, C, H, W)` otherwise.
 
-    `hidden_dim` is used by mlp only, `channels` by the simple CNNs, `weights_path` by r3d18.
+    `hidden_dim` is used by mlp only, `channels` by the simple CNNs, `weights_path` by r3d18,
+    `channels_last` (channels-last memory format for the convolutions) by the clip encoders.
     Every encoder has `latent_dim` and `obs_shape` attributes and maps `(B, *obs_shape)` to
     `(B, latent_dim)`.
     """
@@ -54,7 +56,7 @@ def build_encoder(
         )
     clip_shape = (shape[0], shape[1], shape[2], shape[3])
     if arch == "simple2dcnn":
-        return Simple2DCNN(clip_shape, latent_dim=latent_dim, channels=channels)
+        return Simple2DCNN(clip_shape, latent_dim, channels, channels_last=channels_last)
     if arch == "simple3dcnn":
-        return Simple3DCNN(clip_shape, latent_dim=latent_dim, channels=channels)
-    return R3D18Encoder(clip_shape, latent_dim=latent_dim, weights_path=weights_path)
+        return Simple3DCNN(clip_shape, latent_dim, channels, channels_last=channels_last)
+    return R3D18Encoder(clip_shape, latent_dim, weights_path, channels_last=channels_last)

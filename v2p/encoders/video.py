@@ -54,13 +54,18 @@ def _check_frame_size(
 
 
 class Simple2DCNN(nn.Module):
-    """Per-frame 2D CNN over all B*T frames at once, then order-preserving temporal fusion."""
+    """Per-frame 2D CNN over all B*T frames at once, then order-preserving temporal fusion.
+
+    ``channels_last`` runs the convolutions in NHWC memory format (faster with cuDNN on
+    tensor cores, typically under bf16 autocast).
+    """
 
     def __init__(
         self,
         clip_shape: tuple[int, int, int, int],
         latent_dim: int = 64,
         channels: int = 32,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         clip_shape = check_clip_shape("Simple2DCNN", clip_shape)
@@ -82,24 +87,31 @@ class Simple2DCNN(nn.Module):
         # of the Linear's input, so the latent knows which frame is the newest (and can read
         # motion from the differences), as with DQN/DrQ frame stacking. Mean/max over T would not.
         self.fuse = nn.Sequential(nn.Linear(t * frame_dim, latent_dim), nn.LayerNorm(latent_dim))
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.convs.to(memory_format=self.memory_format)
 
     def forward(self, clip: torch.Tensor) -> torch.Tensor:
         check_obs_shape("Simple2DCNN", clip, self.obs_shape)
         b, t, c, h, w = clip.shape
         x = clip_to_unit_float("Simple2DCNN", clip, self.convs[0].weight.dtype)
-        x = self.convs(x.reshape(b * t, c, h, w))  # (B*T, frame_dim)
+        x = x.reshape(b * t, c, h, w).contiguous(memory_format=self.memory_format)
+        x = self.convs(x)  # (B*T, frame_dim)
         x = x.reshape(b, -1)  # (B, T*frame_dim), frame-major: oldest frame first
         return self.fuse(x)  # (B, latent_dim)
 
 
 class Simple3DCNN(nn.Module):
-    """3D convolutions over (C, T, H, W), then Linear + LayerNorm."""
+    """3D convolutions over (C, T, H, W), then Linear + LayerNorm.
+
+    ``channels_last`` runs the convolutions in NDHWC memory format (``channels_last_3d``).
+    """
 
     def __init__(
         self,
         clip_shape: tuple[int, int, int, int],
         latent_dim: int = 64,
         channels: int = 32,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         clip_shape = check_clip_shape("Simple3DCNN", clip_shape)
@@ -126,11 +138,14 @@ class Simple3DCNN(nn.Module):
         with torch.no_grad():
             flat_dim = self.convs(torch.zeros(1, c, t, h, w)).shape[1]  # channels * t' * h' * w'
         self.head = nn.Sequential(nn.Linear(flat_dim, latent_dim), nn.LayerNorm(latent_dim))
+        self.memory_format = torch.channels_last_3d if channels_last else torch.contiguous_format
+        self.convs.to(memory_format=self.memory_format)
 
     def forward(self, clip: torch.Tensor) -> torch.Tensor:
         check_obs_shape("Simple3DCNN", clip, self.obs_shape)
         x = clip_to_unit_float("Simple3DCNN", clip, self.convs[0].weight.dtype)  # (B, T, C, H, W)
-        x = self.convs(x.permute(0, 2, 1, 3, 4))  # (B, C, T, H, W) -> (B, flat_dim)
+        x = x.permute(0, 2, 1, 3, 4).contiguous(memory_format=self.memory_format)
+        x = self.convs(x)  # (B, C, T, H, W) -> (B, flat_dim)
         return self.head(x)  # (B, latent_dim)
 
 
@@ -147,6 +162,7 @@ class R3D18Encoder(nn.Module):
         clip_shape: tuple[int, int, int, int],
         latent_dim: int = 64,
         weights_path: str | None = None,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         clip_shape = check_clip_shape("R3D18Encoder", clip_shape)
@@ -184,12 +200,14 @@ class R3D18Encoder(nn.Module):
         std = torch.tensor(KINETICS_STD).view(1, 3, 1, 1, 1)
         self.register_buffer("mean", mean, persistent=False)  # (1, C, 1, 1, 1)
         self.register_buffer("std", std, persistent=False)  # (1, C, 1, 1, 1)
+        self.memory_format = torch.channels_last_3d if channels_last else torch.contiguous_format
+        self.backbone.to(memory_format=self.memory_format)
 
     def forward(self, clip: torch.Tensor) -> torch.Tensor:
         check_obs_shape("R3D18Encoder", clip, self.obs_shape)
         x = clip_to_unit_float("R3D18Encoder", clip, self.mean.dtype)  # (B, T, C, H, W)
         x = x.permute(0, 2, 1, 3, 4)  # (B, C, T, H, W), torchvision's video layout
-        x = (x - self.mean) / self.std
+        x = ((x - self.mean) / self.std).contiguous(memory_format=self.memory_format)
         return self.head(self.backbone(x))  # (B, 512) -> (B, latent_dim)
 
 

@@ -48,9 +48,9 @@ class EncoderPretrainModule(L.LightningModule):
 
     Args:
         observation_shape: the clip shape ``(T, C, H, W)`` (linked from the data module).
-        encoder_arch, latent_dim, encoder_hidden_dim, encoder_channels, encoder_weights_path:
-            the encoder, as in :class:`~v2p.models.sac.SACModule` (same names, so a SAC config
-            can load this checkpoint with ``encoder_ckpt``).
+        encoder_arch, latent_dim, encoder_hidden_dim, encoder_channels, encoder_weights_path,
+        encoder_channels_last: the encoder, as in :class:`~v2p.models.sac.SACModule` (same
+            names, so a SAC config can load this checkpoint with ``encoder_ckpt``).
         projection_dim: size of the contrastive embedding.
         temperature: InfoNCE temperature.
         momentum: EMA rate of the target encoder and projector (1 = frozen).
@@ -66,6 +66,7 @@ class EncoderPretrainModule(L.LightningModule):
         encoder_hidden_dim: int = 256,
         encoder_channels: int = 32,
         encoder_weights_path: str | None = None,
+        encoder_channels_last: bool = False,
         projection_dim: int = 128,
         temperature: float = 0.1,
         momentum: float = 0.99,
@@ -87,6 +88,7 @@ class EncoderPretrainModule(L.LightningModule):
             hidden_dim=encoder_hidden_dim,
             channels=encoder_channels,
             weights_path=encoder_weights_path,
+            channels_last=encoder_channels_last,
         )
         self.projector = projection_head(latent_dim, 2 * projection_dim, projection_dim)
         self.predictor = projection_head(projection_dim, 2 * projection_dim, projection_dim)

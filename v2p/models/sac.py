@@ -33,6 +33,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.func import functional_call
 from torch.nn import functional as F
 
+from v2p.data.replay import ReplaySample
 from v2p.data.rollout import EvalBatch, RolloutBatch
 from v2p.economics import DualAscent, error_rate, mpl, sla_target
 from v2p.economics._validate import check_int, check_scalar
@@ -40,6 +41,8 @@ from v2p.encoders import build_encoder
 from v2p.models.components import Actor, TwinCritic
 from v2p.models.novelty import LatentDiffusionNovelty
 from v2p.models.pretrain import load_pretrained_encoder
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 class SACModule(L.LightningModule):
@@ -53,6 +56,8 @@ class SACModule(L.LightningModule):
         encoder_hidden_dim: hidden width of the MLP encoder.
         encoder_channels: base channels of the simple CNN encoders.
         encoder_weights_path: local R3D-18 weights file (never downloaded).
+        encoder_channels_last: channels-last memory format in the clip encoders' convolutions
+            (pays on a GPU with bf16 autocast, ``--trainer.precision=bf16-mixed``).
         encoder_ckpt: a pretraining (or SAC) checkpoint whose encoder weights start this
             model's encoder; its architecture, latent size and observation shape must match.
         freeze_encoder: keep the encoder's weights fixed (no gradients, eval mode); otherwise
@@ -76,6 +81,10 @@ class SACModule(L.LightningModule):
         lambda_init, dual_lr: Lagrange multiplier start and dual-ascent rate ``eta``.
         err_target_init, err_target_final, curriculum_episodes: the error-target curriculum.
         finite_check_every: updates between checks that the losses are finite (a host sync).
+        compile_update: run the SAC losses (encoder, actor, critics) through ``torch.compile``;
+            the first updates are slower while it compiles. Off by default.
+        compile_mode: ``torch.compile`` mode: ``default``, or ``reduce-overhead`` (CUDA graphs,
+            worth it on a GPU when updates are launch-bound) or ``max-autotune``.
     """
 
     def __init__(
@@ -88,6 +97,7 @@ class SACModule(L.LightningModule):
         encoder_hidden_dim: int = 256,
         encoder_channels: int = 32,
         encoder_weights_path: str | None = None,
+        encoder_channels_last: bool = False,
         encoder_ckpt: str | None = None,
         freeze_encoder: bool = False,
         novelty_ckpt: str | None = None,
@@ -110,6 +120,8 @@ class SACModule(L.LightningModule):
         err_target_final: float = 0.06,
         curriculum_episodes: int = 600,
         finite_check_every: int = 100,
+        compile_update: bool = False,
+        compile_mode: str = "default",
     ) -> None:
         super().__init__()
         check_scalar("gamma", gamma, ge=0.0, le=1.0)
@@ -118,6 +130,8 @@ class SACModule(L.LightningModule):
             check_scalar(name, locals()[name], gt=0.0)
         check_int("finite_check_every", finite_check_every, ge=1)
         check_scalar("novelty_lr", novelty_lr, gt=0.0)
+        if compile_mode not in COMPILE_MODES:
+            raise ValueError(f"compile_mode must be one of {COMPILE_MODES}, got {compile_mode!r}")
         if novelty_batch is not None:
             check_int("novelty_batch", novelty_batch, ge=2)
         if len(action_low) != len(action_high) or not len(action_low):
@@ -135,6 +149,7 @@ class SACModule(L.LightningModule):
             hidden_dim=encoder_hidden_dim,
             channels=encoder_channels,
             weights_path=encoder_weights_path,
+            channels_last=encoder_channels_last,
         )
         if encoder_ckpt is not None:
             load_encoder_weights(self.encoder, encoder_ckpt)
@@ -158,6 +173,10 @@ class SACModule(L.LightningModule):
         self.register_buffer("_nonfinite", torch.tensor(False), persistent=False)
         self.dual = DualAscent(lambda_init=lambda_init, eta=dual_lr)
         self.shifts_seen = 0
+        # Compiled lazily by the first update; dynamic=False: every batch has the same shape.
+        self._compiled_losses = None
+        if compile_update:
+            self._compiled_losses = torch.compile(self._losses, mode=compile_mode, dynamic=False)
 
     # ----------------------------------------------------------------- acting
 
@@ -228,7 +247,39 @@ class SACModule(L.LightningModule):
     def update(self, batch: RolloutBatch) -> dict[str, torch.Tensor]:
         """One SAC gradient update on a replay sample; returns detached metrics."""
         hp = self.hparams
-        s = batch.sample
+        losses = self._losses if self._compiled_losses is None else self._compiled_losses
+        total, z_actor, metrics = losses(batch.sample)
+        z_scored = z_actor[: hp.novelty_batch] if self.novelty is not None else None
+        if hp.novelty_online:
+            self.novelty.update_normaliser(z_scored)
+            novelty_loss = self.novelty.diffusion_loss(z_scored)
+            total = total + novelty_loss
+
+        optimizer = self.optimizers()
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(total)
+        optimizer.step()
+        self._soft_update_target()
+        self._nonfinite |= ~torch.isfinite(total)  # checked later, without a sync here
+
+        if self.novelty is not None:
+            if hp.novelty_online:
+                self.novelty.update_statistics(z_scored)
+                metrics["novelty_loss"] = novelty_loss.detach()
+            scores = self.novelty.score(z_scored)  # (n,), novelty of the batch's transitions
+            metrics["novelty"] = scores.mean()
+            metrics["novelty_scores"] = scores
+        return metrics
+
+    def _losses(
+        self, s: ReplaySample
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """The summed SAC losses of a sample, its detached latents, and detached metrics.
+
+        A pure tensor function of the sample and the module's state (no optimiser, no host
+        reads), so ``compile_update`` can hand it to ``torch.compile`` whole.
+        """
+        hp = self.hparams
         alpha = self.log_alpha.exp().detach()
         penalty = self.lagrange * F.relu(s.err - self.err_target)  # (B,)
         reward = hp.reward_scale * (s.reward - penalty)
@@ -259,29 +310,7 @@ class SACModule(L.LightningModule):
         alpha_loss = -(self.log_alpha * (log_prob.detach() + self.target_entropy)).mean()
 
         total = critic_loss + actor_loss + alpha_loss
-        z_scored = z_actor[: hp.novelty_batch] if self.novelty is not None else None
-        if hp.novelty_online:
-            self.novelty.update_normaliser(z_scored)
-            novelty_loss = self.novelty.diffusion_loss(z_scored)
-            total = total + novelty_loss
-
-        optimizer = self.optimizers()
-        optimizer.zero_grad(set_to_none=True)
-        self.manual_backward(total)
-        optimizer.step()
-        self._soft_update_target()
-        self._nonfinite |= ~torch.isfinite(total)  # checked later, without a sync here
-
-        extra: dict[str, torch.Tensor] = {}
-        if self.novelty is not None:
-            if hp.novelty_online:
-                self.novelty.update_statistics(z_scored)
-                extra["novelty_loss"] = novelty_loss.detach()
-            scores = self.novelty.score(z_scored)  # (n,), novelty of the batch's transitions
-            extra["novelty"] = scores.mean()
-            extra["novelty_scores"] = scores
-
-        return extra | {
+        return total, z_actor, {
             "critic_loss": critic_loss.detach(),
             "actor_loss": actor_loss.detach(),
             "alpha_loss": alpha_loss.detach(),
