@@ -39,6 +39,7 @@ from torchmetrics.functional import spearman_corrcoef
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._common import progress  # noqa: E402
 from v2p.cli import main as cli_main  # noqa: E402
 from v2p.envs import DishwashingVectorEnv  # noqa: E402
 
@@ -140,8 +141,10 @@ def main() -> None:
                 without = [s for s in SOURCES if s["name"] != k]
                 model_k, _ = train(without, seed, args.updates, f"{root}/without-{k}")
                 actual[k].append(with_all[k] - site_mpl(model_k, site[k]))
-                print(f"seed {seed} {k}: actual {actual[k][-1]:+.2f}, attributed "
-                      f"{credit[k][-1]:.3f}", flush=True)
+                progress(
+                    f"seed {seed} {k}: actual {actual[k][-1]:+.2f}, "
+                    f"attributed {credit[k][-1]:.3f}"
+                )
     print_table(actual, credit, args, time.perf_counter() - start)
 
 

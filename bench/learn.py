@@ -31,6 +31,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._common import progress  # noqa: E402
 from v2p.cli import main as cli_main  # noqa: E402
 from v2p.envs import DishwashingParams, optimal_policy  # noqa: E402
 
@@ -225,13 +226,13 @@ def bench_state(seeds: list[int], steps: int, with_sb3: bool, eval_every: int) -
             ]
             curve, _ = run_v2p("configs/dishwashing_state.yaml", overrides, seed, root)
         curves.append(curve)
-        print(f"v2p seed {seed}: {curve.expected_profit}", flush=True)
+        progress(f"v2p seed {seed}: {curve.expected_profit}")
     lines += summarise("V2P SACModule, configs/dishwashing_state.yaml", curves, ceiling, steps)
     if with_sb3:
         sb3 = []
         for seed in seeds:
             sb3.append(run_sb3({}, seed, steps, eval_every=eval_every))
-            print(f"sb3 seed {seed}: {sb3[-1].expected_profit}", flush=True)
+            progress(f"sb3 seed {seed}: {sb3[-1].expected_profit}")
         lines += summarise("Stable-Baselines3 SAC, same hyperparameters", sb3, ceiling, steps)
     return lines
 
@@ -249,7 +250,7 @@ def bench_video(seeds: list[int], steps: int, overrides: list[str], keep: str | 
         with run_dir(keep, f"video-seed{seed}") as root:
             curve, _ = run_v2p("configs/dishwashing_video.yaml", overrides, seed, root)
         curves.append(curve)
-        print(f"video seed {seed}: {curve.expected_profit}", flush=True)
+        progress(f"video seed {seed}: {curve.expected_profit}")
     lines += summarise(
         "V2P, configs/dishwashing_video.yaml " + " ".join(overrides), curves, ceiling, steps
     )
@@ -292,10 +293,7 @@ def bench_constrained(seeds: list[int], steps: int, plot: Path, dual_lr: float) 
             f"| {seed} | {profit:.2f} ({profit / best.profit:.1%}) | "
             f"{curve.expected_err_rate[-1]:.4f} | {curve.err_rate[-1]:.4f} | {lam:.1f} |"
         )
-        print(
-            f"constrained seed {seed}: {curve.expected_profit} {curve.expected_err_rate}",
-            flush=True,
-        )
+        progress(f"constrained seed {seed}: {curve.expected_profit} {curve.expected_err_rate}")
     plot_constraint(ledgers, target, plot)
     return lines
 

@@ -29,6 +29,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._common import progress  # noqa: E402
 from bench.learn import run_v2p  # noqa: E402
 from v2p.data.clips import ClipDataModule  # noqa: E402
 from v2p.data.recording import record  # noqa: E402
@@ -96,11 +97,11 @@ def main() -> None:
         record(
             str(recording), episodes=args.episodes, seed=args.seed, overwrite=True, progress=False
         )
-        print(f"recorded {args.episodes} episodes in {time.perf_counter() - start:.0f} s")
+        progress(f"recorded {args.episodes} episodes in {time.perf_counter() - start:.0f} s")
         ckpt, pretrain_seconds, data = pretrain(
             recording, args.epochs, root / "pretrain", args.seed
         )
-        print(f"pretrained in {pretrain_seconds:.0f} s", flush=True)
+        progress(f"pretrained in {pretrain_seconds:.0f} s")
 
         pretrained = EncoderPretrainModule.load_from_checkpoint(ckpt, map_location="cpu").encoder
         L.seed_everything(args.seed + 1000, verbose=False)
@@ -150,7 +151,7 @@ def sac_comparison(ckpt: Path, updates: int, seed: int, root: Path) -> list[str]
         )
         profit = sum(curve.expected_profit[-2:]) / len(curve.expected_profit[-2:])
         results[name] = (profit, curve.seconds[-1])
-        print(f"{name}: {curve.expected_profit} in {curve.seconds[-1]:.0f} s", flush=True)
+        progress(f"{name}: {curve.expected_profit} in {curve.seconds[-1]:.0f} s")
         lines.append(
             f"| {name} | {curve.env_steps[-1]:,} | {profit:.2f} ({profit / ceiling:.1%}) | "
             f"{curve.seconds[-1]:.0f} |"

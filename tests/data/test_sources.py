@@ -77,3 +77,35 @@ def test_bad_sources_are_named():
             "v2p/DishwashingVideo-v0",
             sources=[DataSource("a"), DataSource("small", env_kwargs={"height": 32})],
         )
+
+
+def test_gymnasium_vector_envs_account_the_last_step_of_a_shift():
+    """Without a native vector env, gymnasium reports the last step under final_info."""
+    import gymnasium as gym
+
+    from v2p.envs.params import DishwashingParams
+
+    if "tests/DishwashingNoVector-v0" not in gym.registry:
+        gym.register("tests/DishwashingNoVector-v0", entry_point="v2p.envs:DishwashingEnv")
+    dm = RolloutDataModule("tests/DishwashingNoVector-v0", num_envs=2, warmup_steps=0)
+    dm.setup("fit")
+    finals = []
+    step = dm.envs.step
+
+    def keep_final(actions):
+        result = step(actions)
+        if "final_info" in result[4]:
+            finals.append(result[4]["final_info"]["task_state"])
+        return result
+
+    dm.envs.step = keep_final
+    for _ in range(60):
+        dm.collect(random_actions=True)
+    records = dm._pending_episodes
+    assert len(records) == 2 and len(finals) == 1
+    p = DishwashingParams()
+    count_scale = p.base_rate * (p.step_seconds / 60.0) * p.steps
+    for record in records:
+        completed = finals[0][record.env_index][4] * count_scale  # the shift's total
+        assert record.shift.completed == round(float(completed))
+        assert record.shift.hours == pytest.approx(1.0)

@@ -115,6 +115,33 @@ def make_vector_env(env_id: str, num_envs: int, env_kwargs: dict[str, Any] | Non
     return envs
 
 
+def with_final_step_info(info: dict[str, Any]) -> dict[str, Any]:
+    """Vector-env infos with the finished envs' last-step values where they belong.
+
+    Gymnasium's own vector envs, autoresetting in the same step, report a finished env's reset
+    info at the top level and its last step's info under ``final_info``; the shift accounting
+    needs the last step. Native V2P vector envs report the step at the top level already (no
+    ``final_info``) and pass through unchanged.
+    """
+    final = info.get("final_info")
+    if not isinstance(final, dict) or not final:
+        return info
+    merged = dict(info)
+    for key, values in final.items():
+        if key.startswith("_"):
+            continue
+        ended = np.asarray(final.get(f"_{key}", np.ones(len(values), dtype=bool)))
+        values = np.asarray(values)
+        current = merged.get(key)
+        if current is None:
+            current = np.zeros_like(values)
+        current = np.array(current, dtype=np.result_type(current, values))  # a copy
+        current[ended] = values[ended]
+        merged[key] = current
+        merged[f"_{key}"] = np.asarray(merged.get(f"_{key}", ended)) | ended
+    return merged
+
+
 def _to_checkpoint(state: Any) -> Any:
     """numpy arrays -> tensors, so checkpoints load with ``torch.load(weights_only=True)``."""
     return apply_to_collection(state, np.ndarray, torch.from_numpy)
@@ -365,6 +392,7 @@ class RolloutDataModule(L.LightningDataModule):
                 "learning rates or reward_scale."
             )
         next_obs, reward, terminated, truncated, info = self.envs.step(actions)
+        info = with_final_step_info(info)
         reward = np.asarray(reward, dtype=np.float32)
         if not np.isfinite(reward).all():
             bad = int(np.flatnonzero(~np.isfinite(reward))[0])
@@ -410,6 +438,7 @@ class RolloutDataModule(L.LightningDataModule):
         while len(finished) < n:
             actions = np.asarray(act(obs, deterministic=True), dtype=np.float32)
             obs, reward, terminated, truncated, info = envs.step(actions)
+            info = with_final_step_info(info)
             done = np.logical_or(terminated, truncated)
             for record in tracker.step(np.asarray(reward, np.float64), done, info):
                 finished.setdefault(record.env_index, record)
