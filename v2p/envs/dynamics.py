@@ -7,6 +7,7 @@ samples from.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -44,18 +45,26 @@ class ExpectedOutcome(NamedTuple):
 
 
 def expected_outcome(
-    params: DishwashingParams, kind: np.ndarray, speed: np.ndarray, care: np.ndarray
+    params: DishwashingParams,
+    kind: np.ndarray,
+    speed: np.ndarray,
+    care: np.ndarray,
+    error_model: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None = None,
 ) -> ExpectedOutcome:
     """Expected rates of one kind at ``(speed, care)``, from the section-1 formulas.
 
     The expected error rate of a step is ``p_err`` and the expected marginal product is
     ``attempts * (1 - p_err)`` per hour; the wage uses these expectations, which is how
-    ECONOMICS.md section 2 defines the ceiling.
+    ECONOMICS.md section 2 defines the ceiling. ``error_model(kind, speed, care)`` replaces
+    section 2's error probability (the physics env reads its measured table); broadcasts.
     """
     speed = np.clip(speed, 0.0, 1.0)
     care = np.clip(care, 0.0, 1.0)
     attempts = attempt_rate(params, kind, speed, care) * 60.0
-    p_err = error_probability(params, kind, speed, care)
+    if error_model is None:
+        p_err = error_probability(params, kind, speed, care)
+    else:
+        p_err = error_model(kind, speed, care)
     mp = attempts * (1.0 - p_err)
     wage = implied_wage(mp, p_err, params.price_per_unit, params.damage_cost)
     return ExpectedOutcome(

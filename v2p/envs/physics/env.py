@@ -35,7 +35,13 @@ from gymnasium.vector.utils import batch_space
 from v2p.economics._validate import check_int
 from v2p.economics.labor import implied_wage, profit_rate
 from v2p.envs.dishwashing import ACTION_SPACE, step_info
-from v2p.envs.dynamics import ExpectedOutcome, ShiftSimulator, StepOutcome, attempt_rate
+from v2p.envs.dynamics import (
+    ExpectedOutcome,
+    ShiftSimulator,
+    StepOutcome,
+    attempt_rate,
+    expected_outcome,
+)
 from v2p.envs.params import DishwashingParams
 from v2p.envs.physics.calibration import CalibrationTable, load_table
 from v2p.envs.physics.scene import EpisodeDraw, Scene, draw_episode
@@ -57,18 +63,7 @@ def physics_expected_outcome(
     marginal product ``attempts * (1 - p_err)``), with the error probability read from the
     calibration table. Broadcasts.
     """
-    speed = np.clip(speed, 0.0, 1.0)
-    care = np.clip(care, 0.0, 1.0)
-    attempts = attempt_rate(params, kind, speed, care) * 60.0
-    p_err = table.error_probability(kind, speed, care)
-    wage = implied_wage(attempts * (1.0 - p_err), p_err, params.price_per_unit, params.damage_cost)
-    return ExpectedOutcome(
-        attempts=attempts,
-        errors=attempts * p_err,
-        p_err=p_err,
-        wage=wage,
-        profit=profit_rate(wage, params.energy_cost),
-    )
+    return expected_outcome(params, kind, speed, care, error_model=table.error_probability)
 
 
 def _task_params(task_kwargs: dict[str, Any]) -> DishwashingParams:
