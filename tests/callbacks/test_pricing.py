@@ -85,10 +85,15 @@ def test_training_with_novelty_fills_the_ledger_pricing_columns(tmp_path):
     sources = [DataSource("platform", 1), DataSource("customer", 1, {"price_per_unit": 0.9})]
     model, dm, trainer = make_run(
         tmp_path,
-        max_steps=700,  # 700 updates / 2 per step = 350 steps: 5 shifts per site
+        max_steps=300,  # one update per collection step: 5 shifts per site after warm-up
         callbacks=[economics],
-        data_kwargs={"sources": sources, "updates_per_epoch": 350, "eval_episodes": 1},
-        model_kwargs={"novelty_online": True, "novelty_batch": 16},
+        data_kwargs={
+            "sources": sources,
+            "updates_per_step": 1,
+            "updates_per_epoch": 300,
+            "eval_episodes": 1,
+        },
+        model_kwargs={"novelty_online": True, "novelty_batch": 8, "novelty_hidden_dim": 32},
     )
     trainer.fit(model, dm)
     with open(economics.ledger_path) as f:

@@ -49,7 +49,9 @@ def test_info_keys_missing_from_one_part_are_masked():
 
 def test_transitions_and_shifts_carry_their_source(tmp_path):
     model, dm, trainer = make_run(
-        tmp_path, data_kwargs={"sources": SOURCES, "eval_episodes": 1}, max_steps=80
+        tmp_path,
+        data_kwargs={"sources": SOURCES, "eval_episodes": 1, "updates_per_epoch": 40},
+        max_steps=40,
     )
     trainer.fit(model, dm)
     assert dm.num_envs == 3 and dm.source_names == ["platform", "customer_a"]

@@ -38,7 +38,7 @@ def test_online_novelty_trains_and_scores_every_batch(tmp_path):
         tmp_path,
         max_steps=30,
         callbacks=[KeepOutputs()],
-        model_kwargs={"novelty_online": True, "novelty_batch": 8},
+        model_kwargs={"novelty_online": True, "novelty_batch": 8, "novelty_hidden_dim": 32},
     )
     before = [p.clone() for p in model.novelty.denoiser.parameters()]
     trainer.fit(model, dm)
@@ -88,7 +88,7 @@ def test_novelty_weighted_replay_sets_priorities_from_novelty(tmp_path):
     model, dm, trainer = make_run(
         tmp_path,
         max_steps=30,
-        model_kwargs={"novelty_online": True, "novelty_batch": 16},
+        model_kwargs={"novelty_online": True, "novelty_batch": 16, "novelty_hidden_dim": 32},
         data_kwargs={"replay_priority": "novelty"},
     )
     trainer.fit(model, dm)

@@ -67,7 +67,8 @@ class SACModule(L.LightningModule):
             encoder's latents, so use it with the same pretrained, frozen encoder.
         novelty_online: instead, train a fresh novelty model on the replay latents of every
             update (one more loss in the same backward pass); it follows a fine-tuned encoder.
-        novelty_lr: learning rate of the online novelty model.
+        novelty_lr, novelty_hidden_dim: learning rate and denoiser width of the online novelty
+            model.
         novelty_batch: score only the first ``novelty_batch`` transitions of each (uniformly
             sampled) batch; None scores all of them. Scoring costs up to 10 denoiser passes
             per transition.
@@ -103,6 +104,7 @@ class SACModule(L.LightningModule):
         novelty_ckpt: str | None = None,
         novelty_online: bool = False,
         novelty_lr: float = 1e-3,
+        novelty_hidden_dim: int = 256,
         novelty_batch: int | None = None,
         hidden_dim: int = 256,
         hidden_layers: int = 2,
@@ -154,7 +156,9 @@ class SACModule(L.LightningModule):
         if encoder_ckpt is not None:
             load_encoder_weights(self.encoder, encoder_ckpt)
         self.encoder.requires_grad_(not freeze_encoder)
-        self.novelty = build_novelty_model(latent_dim, novelty_ckpt, novelty_online)
+        self.novelty = build_novelty_model(
+            latent_dim, novelty_ckpt, novelty_online, novelty_hidden_dim
+        )
         if novelty_ckpt is not None and not freeze_encoder:
             rank_zero_warn(
                 "novelty_ckpt scores latents of a fine-tuned encoder, which drift away from the "
@@ -515,7 +519,7 @@ def load_encoder_weights(encoder: torch.nn.Module, path: str) -> None:
 
 
 def build_novelty_model(
-    latent_dim: int, novelty_ckpt: str | None, novelty_online: bool
+    latent_dim: int, novelty_ckpt: str | None, novelty_online: bool, hidden_dim: int = 256
 ) -> LatentDiffusionNovelty | None:
     """The novelty model SAC scores its batches with: loaded and frozen, fresh, or none."""
     if novelty_ckpt is not None and novelty_online:
@@ -524,7 +528,7 @@ def build_novelty_model(
             "trained model, or train one online"
         )
     if novelty_online:
-        return LatentDiffusionNovelty(latent_dim=latent_dim)
+        return LatentDiffusionNovelty(latent_dim=latent_dim, hidden_dim=hidden_dim)
     if novelty_ckpt is None:
         return None
     model = load_novelty_checkpoint(novelty_ckpt)
