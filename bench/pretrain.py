@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench._common import progress  # noqa: E402
 from bench.learn import run_v2p  # noqa: E402
-from v2p.data.clips import ClipDataModule  # noqa: E402
+from v2p.data.clips import ClipDataModule, random_shift  # noqa: E402
 from v2p.data.recording import record  # noqa: E402
 from v2p.envs import DishwashingParams, optimal_policy  # noqa: E402
 from v2p.models.pretrain import EncoderPretrainModule  # noqa: E402
@@ -40,15 +40,22 @@ from v2p.models.probe import linear_probe_r2  # noqa: E402
 ENCODER = dict(encoder_arch="simple2dcnn", encoder_channels=32, latent_dim=64)
 
 
+def clip_data(recording: Path, seed: int) -> ClipDataModule:
+    """The clips of configs/pretrain_encoder.yaml, with a fifth of the episodes held out."""
+    data = ClipDataModule(
+        [str(recording)], clip_len=8, frame_size=64, batch_size=64, clips_per_epoch=6400,
+        val_fraction=0.2, seed=seed,
+    )
+    data.setup("fit")
+    return data
+
+
 def pretrain(
     recording: Path, epochs: int, root: Path, seed: int
 ) -> tuple[Path, float, ClipDataModule]:
     """Pretrain as configs/pretrain_encoder.yaml does; (checkpoint, seconds, data)."""
     L.seed_everything(seed, verbose=False)
-    data = ClipDataModule(
-        [str(recording)], clip_len=8, frame_size=64, batch_size=64, clips_per_epoch=6400,
-        val_fraction=0.2, seed=seed,
-    )
+    data = clip_data(recording, seed)
     module = EncoderPretrainModule(data.observation_shape, **ENCODER)
     trainer = L.Trainer(
         max_epochs=epochs, default_root_dir=root, enable_progress_bar=False,
@@ -63,12 +70,14 @@ def pretrain(
 
 
 @torch.no_grad()
-def probe(encoder: torch.nn.Module, data: ClipDataModule) -> tuple[float, int]:
-    """(R^2, validation clips) of the linear probe on ``encoder``'s frozen latents."""
+def probe(encoder: torch.nn.Module, data: ClipDataModule, shift: int = 0) -> tuple[float, int]:
+    """(R^2, validation clips) of the linear probe on ``encoder``'s frozen latents; with
+    ``shift``, of clips moved by up to ``shift`` pixels (seeded: the same views every time)."""
     encoder.eval()
+    torch.manual_seed(1234)
     latents, states, episodes = [], [], []
     for batch in data.val_dataloader():
-        latents.append(encoder(batch.anchor))
+        latents.append(encoder(random_shift(batch.anchor, shift)))
         states.append(batch.state)
         episodes.append(batch.episode)
     r2 = linear_probe_r2(torch.cat(latents), torch.cat(states), torch.cat(episodes))
@@ -88,36 +97,45 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-sac", action="store_true")
     parser.add_argument("--keep", default=None, help="keep recordings and logs under this folder")
+    parser.add_argument("--recording", default=None, help="reuse this recording (v2p record)")
+    parser.add_argument("--encoder-ckpt", default=None, help="reuse this pretraining checkpoint")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.keep or tmp)
-        recording = root / "recording"
-        start = time.perf_counter()
-        record(
-            str(recording), episodes=args.episodes, seed=args.seed, overwrite=True, progress=False
-        )
-        progress(f"recorded {args.episodes} episodes in {time.perf_counter() - start:.0f} s")
-        ckpt, pretrain_seconds, data = pretrain(
-            recording, args.epochs, root / "pretrain", args.seed
-        )
-        progress(f"pretrained in {pretrain_seconds:.0f} s")
+        recording = Path(args.recording) if args.recording else root / "recording"
+        if args.recording is None:
+            start = time.perf_counter()
+            record(
+                str(recording), episodes=args.episodes, seed=args.seed, overwrite=True,
+                progress=False,
+            )
+            progress(f"recorded {args.episodes} episodes in {time.perf_counter() - start:.0f} s")
+        if args.encoder_ckpt is None:
+            ckpt, pretrain_seconds, data = pretrain(
+                recording, args.epochs, root / "pretrain", args.seed
+            )
+            how = f"{args.epochs} epochs, {pretrain_seconds:.0f} s"
+            progress(f"pretrained in {pretrain_seconds:.0f} s")
+        else:
+            ckpt, how = Path(args.encoder_ckpt), f"checkpoint {Path(args.encoder_ckpt).name}"
+            data = clip_data(recording, args.seed)
 
         pretrained = EncoderPretrainModule.load_from_checkpoint(ckpt, map_location="cpu").encoder
         L.seed_everything(args.seed + 1000, verbose=False)
         random_init = EncoderPretrainModule(data.observation_shape, **ENCODER).encoder
         (r2_pretrained, clips), (r2_random, _) = probe(pretrained, data), probe(random_init, data)
+        shifted = probe(pretrained, data, shift=4)[0], probe(random_init, data, shift=4)[0]
         lines = [
-            f"Probe on {clips:,} validation clips of {args.episodes} recorded episodes (ridge "
-            "fitted on even episodes, scored on odd ones):",
+            f"Probe on {clips:,} validation clips of the recording's held-out episodes (ridge "
+            "fitted on even episodes, scored on odd ones); the second column moves every clip "
+            "by up to 4 pixels, as a jittering camera would:",
             "",
-            "| encoder | linear-probe R^2 of the task state |",
-            "|---|---:|",
-            f"| simple2dcnn, pretrained ({args.epochs} epochs, {pretrain_seconds:.0f} s) | "
-            f"{r2_pretrained:.3f} |",
-            f"| simple2dcnn, random init | {r2_random:.3f} |",
-            "",
-            f"Difference: {r2_pretrained - r2_random:+.3f}",
+            "| encoder | R^2 of the task state | R^2, clips shifted up to 4 px |",
+            "|---|---:|---:|",
+            f"| simple2dcnn, pretrained ({how}) | {r2_pretrained:.3f} | {shifted[0]:.3f} |",
+            f"| simple2dcnn, random init | {r2_random:.3f} | {shifted[1]:.3f} |",
+            f"| difference | {r2_pretrained - r2_random:+.3f} | {shifted[0] - shifted[1]:+.3f} |",
         ]
         if not args.skip_sac:
             lines += ["", *sac_comparison(ckpt, args.sac_updates, args.seed, root)]
