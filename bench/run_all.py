@@ -126,7 +126,7 @@ def machine() -> str:
 def replace_block(text: str, name: str, body: str) -> str:
     """``text`` with the block NAME replaced by ``body`` (appended when it has none)."""
     start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
-    block = f"{start}\n{body.strip()}\n{end}"
+    block = f"{start}\n{body.strip(chr(10)).rstrip()}\n{end}"  # keeps the command's indent
     pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.DOTALL)
     if pattern.search(text):
         return pattern.sub(lambda _: block, text, count=1)

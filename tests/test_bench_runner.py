@@ -1,0 +1,34 @@
+"""The benchmark runner rewrites only its marked blocks of docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.run_all import BENCHES, replace_block  # noqa: E402
+
+
+def test_replace_block_keeps_the_prose_and_the_command_indent():
+    text = "# B\n\nprose before\n<!-- bench:envs -->\nold\n<!-- /bench:envs -->\nprose after\n"
+    out = replace_block(text, "envs", "    python bench/envs.py\n\n| a |\n")
+    assert out == (
+        "# B\n\nprose before\n<!-- bench:envs -->\n    python bench/envs.py\n\n| a |\n"
+        "<!-- /bench:envs -->\nprose after\n"
+    )
+    appended = replace_block(out, "gpu", "| g |")
+    assert appended.startswith(out.rstrip()) and appended.endswith(
+        "<!-- bench:gpu -->\n| g |\n<!-- /bench:gpu -->\n"
+    )
+
+
+def test_every_benchmark_script_exists_and_every_doc_block_is_known():
+    names = {b.name for b in BENCHES}
+    for bench in BENCHES:
+        assert (ROOT / "bench" / bench.full[0]).is_file(), bench.full[0]
+        assert bench.quick[0] == bench.full[0]
+    docs = (ROOT / "docs" / "benchmarks.md").read_text()
+    for name in names | {"machine"}:
+        assert docs.count(f"<!-- bench:{name} -->") <= 1
