@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -30,5 +31,8 @@ def test_every_benchmark_script_exists_and_every_doc_block_is_known():
         assert (ROOT / "bench" / bench.full[0]).is_file(), bench.full[0]
         assert bench.quick[0] == bench.full[0]
     docs = (ROOT / "docs" / "benchmarks.md").read_text()
-    for name in names | {"machine"}:
-        assert docs.count(f"<!-- bench:{name} -->") <= 1
+    blocks = re.findall(r"<!-- bench:(\w+) -->", docs)
+    assert len(blocks) == len(set(blocks))  # each block once
+    assert set(blocks) <= names | {"machine"}  # and each one a benchmark the runner knows
+    for name in blocks:
+        assert docs.count(f"<!-- /bench:{name} -->") == 1
