@@ -584,3 +584,25 @@ def test_prioritised_video_draws_never_return_evicted_frames() -> None:
     ids = sample_ids(sample)
     np.testing.assert_array_equal(sample.obs.numpy(), expected_obs[ids])
     np.testing.assert_array_equal(sample.next_obs.numpy(), expected_next[ids])
+
+
+# ------------------------------------------------------------ device mirror
+
+
+@pytest.mark.parametrize("make", [_filled_state_buffer, _filled_video_buffer])
+def test_device_mirror_samples_what_the_numpy_storage_samples(make) -> None:
+    host, mirrored = make(), make()
+    mirrored.to_device("cpu")  # the torch path; on a GPU machine the same code runs on cuda
+    for buffer in (host, mirrored):
+        _continue(buffer)  # adds after the mirror exists must reach it
+    a = host.sample(64, np.random.default_rng(3))
+    b = mirrored.sample(64, np.random.default_rng(3))
+    assert_samples_equal(a, b)
+    pa = host.sample(16, np.random.default_rng(4), priority_alpha=0.5)
+    pb = mirrored.sample(16, np.random.default_rng(4), priority_alpha=0.5)
+    assert_samples_equal(pa, pb)
+    # A restored buffer refreshes its mirror from the loaded storage.
+    restored = make()
+    restored.to_device("cpu")
+    restored.load_state_dict(host.state_dict())
+    assert_samples_equal(a, restored.sample(64, np.random.default_rng(3)))

@@ -275,3 +275,16 @@ def test_compiled_update_trains_and_matches_eager_critic(run_factory):
     torch.testing.assert_close(compiled["q"], eager["q"], rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="compile_mode must be one of"):
         run_factory(model_kwargs={"compile_mode": "fastest"})
+
+
+def test_replay_on_device_retraces_host_replay(tmp_path):
+    """The device mirror is an implementation detail: same seed, same weights."""
+    model_a, dm_a, trainer_a = make_run(tmp_path / "a", max_steps=20)
+    trainer_a.fit(model_a, dm_a)
+    model_b, dm_b, trainer_b = make_run(
+        tmp_path / "b", max_steps=20, data_kwargs={"replay_on_device": True}
+    )
+    trainer_b.fit(model_b, dm_b)
+    assert dm_b.buffer._mirror is not None and dm_b.buffer.device == torch.device("cpu")
+    for a, b in zip(model_a.parameters(), model_b.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import zipfile
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -55,37 +55,44 @@ class ReplaySample(NamedTuple):
     weight: torch.Tensor | None = None  # (B,) float32
 
 
-def _to_sample(
-    obs: np.ndarray,
-    action: np.ndarray,
-    reward: np.ndarray,
-    err: np.ndarray,
-    next_obs: np.ndarray,
-    terminated: np.ndarray,
-    source: np.ndarray,
-    index: np.ndarray,
-    weight: np.ndarray,
-) -> ReplaySample:
-    """The one place where replay data becomes tensors: zero-copy, no device moves."""
-    return ReplaySample(
-        obs=torch.from_numpy(obs),
-        action=torch.from_numpy(action),
-        reward=torch.from_numpy(reward),
-        err=torch.from_numpy(err),
-        next_obs=torch.from_numpy(next_obs),
-        terminated=torch.from_numpy(terminated),
-        source=torch.from_numpy(source),
-        index=torch.from_numpy(index),
-        weight=torch.from_numpy(weight),
-    )
-
-
 def _take(array: np.ndarray, flat: np.ndarray) -> np.ndarray:
     """Entries of a ``(slots, num_envs, ...)`` array at ``flat = slot * num_envs + env``.
 
     Flat indices into the C-ordered storage make one `take` instead of a two-index gather.
     """
     return array.reshape(-1, *array.shape[2:]).take(flat, axis=0)
+
+
+class _ArrayOps:
+    """The few array operations sampling needs, on the numpy storage (``device=None``) or on
+    its torch mirror on a device, so one gather implementation serves both."""
+
+    def __init__(self, device: torch.device | None = None) -> None:
+        self.device = device
+
+    def index(self, flat: np.ndarray) -> Any:
+        return flat if self.device is None else torch.from_numpy(flat).to(self.device)
+
+    def take(self, array: Any, flat: Any) -> Any:
+        if self.device is None:
+            return _take(array, flat)
+        return array.reshape(-1, *array.shape[2:]).index_select(0, flat)
+
+    def arange(self, start: int, stop: int) -> Any:
+        if self.device is None:
+            return np.arange(start, stop)
+        return torch.arange(start, stop, device=self.device)
+
+    def stack(self, arrays: list[Any]) -> Any:
+        return np.stack(arrays) if self.device is None else torch.stack(arrays)
+
+    def maximum(self, a: Any, b: Any) -> Any:
+        return np.maximum(a, b) if self.device is None else torch.maximum(a, b)
+
+    def tensor(self, array: Any) -> torch.Tensor:
+        if self.device is None:
+            return torch.from_numpy(np.ascontiguousarray(array))
+        return array if isinstance(array, torch.Tensor) else torch.from_numpy(array).to(self.device)
 
 
 def _is_positive_int(value: object) -> bool:
@@ -191,6 +198,10 @@ class ReplayBuffer:
             self._frame_count = np.zeros(n_env, dtype=np.int64)
             self._current_episode_first = np.zeros(n_env, dtype=np.int64)
         self._env_ids = np.arange(n_env)
+        # Torch copies of the arrays sampling reads, on a device (see to_device); None: sample
+        # from the numpy storage.
+        self.device: torch.device | None = None
+        self._mirror: dict[str, torch.Tensor] | None = None
 
     # ------------------------------------------------------------------ size
 
@@ -249,6 +260,7 @@ class ReplayBuffer:
             episode_start = self._check("episode_start", episode_start, (n_env,), np.bool_)
 
         p = self._pos
+        frames_written = None
         if self.frame_stack is None:
             self._obs[p] = obs
             self._next_obs[p] = next_obs
@@ -258,18 +270,59 @@ class ReplayBuffer:
                     "episode_start (bool array (num_envs,)) is required by a video buffer "
                     "(frame_stack is set), got None"
                 )
-            self._add_frames(obs, next_obs, episode_start)
+            frames_written = self._add_frames(obs, next_obs, episode_start)
         self._action[p] = action
         self._reward[p] = reward
         self._err[p] = err
         self._terminated[p] = terminated
         self._source[p] = source
         self._priority[p] = self._max_priority
+        if self._mirror is not None:
+            self._copy_to_mirror(p, frames_written)
         self._pos = (p + 1) % self.per_env_capacity
         self._full = self._full or self._pos == 0
 
-    def _add_frames(self, obs: np.ndarray, next_obs: np.ndarray, episode_start: np.ndarray) -> None:
-        """Append the new frames of one lockstep transition to the per-env rings."""
+    # ----------------------------------------------------------- device mirror
+
+    def _sampled_arrays(self) -> dict[str, np.ndarray]:
+        """The storage arrays a sample reads (a subset of :meth:`_arrays`)."""
+        names = ["action", "reward", "err", "terminated", "source"]
+        if self.frame_stack is None:
+            names += ["obs", "next_obs"]
+        else:
+            names += ["frames", "obs_frame", "next_obs_frame", "episode_first_frame"]
+        arrays = self._arrays()
+        return {name: arrays[name] for name in names}
+
+    def to_device(self, device: str | torch.device) -> None:
+        """Keep a copy of what sampling reads on ``device``, and gather samples there.
+
+        Each :meth:`add` then copies only the new transition (and frames) to the device, so a
+        sample needs no host-to-device copy of its batch. The numpy storage stays the one that
+        checkpoints read and write; indices are still drawn on the host, from the same
+        generator, so samples are the same as without the mirror.
+        """
+        self.device = torch.device(device)
+        self._mirror = {
+            name: torch.from_numpy(array).to(self.device)
+            for name, array in self._sampled_arrays().items()
+        }
+
+    def _copy_to_mirror(self, slot: int, frames: tuple[np.ndarray, np.ndarray] | None) -> None:
+        assert self._mirror is not None
+        for name, array in self._sampled_arrays().items():
+            if name != "frames":
+                self._mirror[name][slot] = torch.from_numpy(array[slot]).to(self.device)
+        if frames is not None:
+            rows, envs = frames
+            new = torch.from_numpy(self._frames[rows, envs]).to(self.device)
+            self._mirror["frames"][torch.from_numpy(rows), torch.from_numpy(envs)] = new
+
+    def _add_frames(
+        self, obs: np.ndarray, next_obs: np.ndarray, episode_start: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Append the new frames of one lockstep transition to the per-env rings; return the
+        ring positions written, as (rows, envs)."""
         assert self.frame_capacity is not None
         ring, count, envs = self.frame_capacity, self._frame_count, self._env_ids
         starts = episode_start | (count == 0)
@@ -286,17 +339,20 @@ class ReplayBuffer:
                     f"episode_start=True where obs is the first observation of an episode"
                 )
         started = np.flatnonzero(starts)
+        reset_rows = count[started] % ring
         if started.size:
             # The reset clip is the first frame repeated T times: store that frame once.
-            self._frames[count[started] % ring, started] = obs[started, -1]
+            self._frames[reset_rows, started] = obs[started, -1]
             self._current_episode_first[started] = count[started]
             count[started] += 1
         p = self._pos
         self._obs_frame[p] = count - 1
-        self._frames[count % ring, envs] = next_obs[:, -1]
+        rows = count % ring
+        self._frames[rows, envs] = next_obs[:, -1]
         self._next_obs_frame[p] = count
         self._episode_first_frame[p] = self._current_episode_first
         count += 1
+        return np.concatenate([reset_rows, rows]), np.concatenate([started, envs])
 
     @staticmethod
     def _check(
@@ -343,20 +399,23 @@ class ReplayBuffer:
             flat = generator.integers(0, stored, size=batch_size)
         else:
             flat = self._draw_valid(batch_size, stored, generator)
+        # The one place where replay data becomes tensors: zero-copy views of the numpy
+        # storage, or gathers on the device mirror.
+        ops = _ArrayOps(self.device if self._mirror is not None else None)
+        arrays = self._mirror if self._mirror is not None else self._sampled_arrays()
+        index = ops.index(flat.astype(np.int64, copy=False))
         if self.frame_stack is None:
-            obs, next_obs = _take(self._obs, flat), _take(self._next_obs, flat)
+            obs, next_obs = ops.take(arrays["obs"], index), ops.take(arrays["next_obs"], index)
         else:
-            obs, next_obs = self._gather_stacks(flat)
-        return _to_sample(
-            obs,
-            _take(self._action, flat),
-            _take(self._reward, flat),
-            _take(self._err, flat),
-            next_obs,
-            _take(self._terminated, flat),
-            _take(self._source, flat),
-            flat.astype(np.int64, copy=False),
-            weight,
+            obs, next_obs = self._gather_stacks(arrays, index, ops)
+        fields = ("action", "reward", "err", "terminated", "source")
+        taken = {name: ops.tensor(ops.take(arrays[name], index)) for name in fields}
+        return ReplaySample(
+            obs=ops.tensor(obs),
+            next_obs=ops.tensor(next_obs),
+            **taken,
+            index=ops.tensor(index),
+            weight=ops.tensor(weight),
         )
 
     def _draw_prioritised(
@@ -414,18 +473,24 @@ class ReplayBuffer:
             n_accepted += int(valid.sum())
         return accepted[0] if len(accepted) == 1 else np.concatenate(accepted)
 
-    def _gather_stacks(self, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _gather_stacks(
+        self, arrays: dict[str, Any], flat: Any, ops: _ArrayOps
+    ) -> tuple[Any, Any]:
         """Rebuild obs and next_obs clips ``(B, T, *frame_shape)`` in one gather."""
         assert self.frame_stack is not None and self.frame_capacity is not None
-        steps = np.arange(1 - self.frame_stack, 1)  # (T,) offsets from the newest frame
-        newest = np.stack([_take(self._obs_frame, flat), _take(self._next_obs_frame, flat)])
+        steps = ops.arange(1 - self.frame_stack, 1)  # (T,) offsets from the newest frame
+        newest = ops.stack(
+            [ops.take(arrays["obs_frame"], flat), ops.take(arrays["next_obs_frame"], flat)]
+        )
         # (2, B, T) absolute indices; clamping at the episode's first frame repeat-pads the start
         # of an episode exactly as the env does.
-        frame_idx = np.maximum(
-            newest[:, :, None] + steps, _take(self._episode_first_frame, flat)[None, :, None]
-        )
+        first = ops.take(arrays["episode_first_frame"], flat)[None, :, None]
+        frame_idx = ops.maximum(newest[:, :, None] + steps, first)
         envs = (flat % self.num_envs)[None, :, None]
-        stacks = _take(self._frames, (frame_idx % self.frame_capacity) * self.num_envs + envs)
+        frames = (frame_idx % self.frame_capacity) * self.num_envs + envs
+        stacks = ops.take(arrays["frames"], frames.reshape(-1)).reshape(
+            *frames.shape, *arrays["frames"].shape[2:]
+        )
         return stacks[0], stacks[1]  # each a contiguous (B, T, *frame_shape)
 
     # ----------------------------------------------------------- checkpoints
@@ -513,6 +578,8 @@ class ReplayBuffer:
         for key, live in arrays.items():
             np.copyto(live, state[key])
         self._max_priority = float(self._priority.max())
+        if self._mirror is not None:
+            self.to_device(self.device)
         self._pos = pos
         self._full = bool(state["full"])
 

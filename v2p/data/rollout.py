@@ -176,6 +176,9 @@ class RolloutDataModule(L.LightningDataModule):
             importance weights; needs a model that scores novelty.
         priority_alpha, priority_beta: the prioritisation exponent and the importance-weight
             exponent of prioritised replay.
+        replay_on_device: keep a copy of the replay on the training device (the GPU) and
+            gather batches there: no host-to-device copy of every batch. Costs device memory
+            of the size of the buffer.
     """
 
     def __init__(
@@ -194,6 +197,7 @@ class RolloutDataModule(L.LightningDataModule):
         replay_priority: str = "uniform",
         priority_alpha: float = 0.6,
         priority_beta: float = 0.4,
+        replay_on_device: bool = False,
     ) -> None:
         super().__init__()
         for name in (
@@ -215,6 +219,7 @@ class RolloutDataModule(L.LightningDataModule):
         self.replay_priority = replay_priority
         self.priority_alpha = priority_alpha
         self.priority_beta = priority_beta
+        self.replay_on_device = replay_on_device
         # Sources as plain dicts: a checkpoint's hyper-parameters must load with weights_only.
         self.save_hyperparameters(ignore=["sources"])
         self.env_id = env_id
@@ -314,6 +319,9 @@ class RolloutDataModule(L.LightningDataModule):
             obs_dtype=self.obs_dtype,
             frame_stack=self.frame_stack,
         )
+        if self.replay_on_device:
+            device = self.trainer.strategy.root_device if self.trainer is not None else "cpu"
+            self.buffer.to_device(device)
 
     def teardown(self, stage: str) -> None:
         if self.envs is not None and stage == "fit":
