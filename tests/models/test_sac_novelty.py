@@ -103,3 +103,19 @@ def test_novelty_weighted_replay_needs_a_novelty_model(tmp_path):
         trainer.fit(model, dm)
     with pytest.raises(ValueError, match="replay_priority must be one of"):
         make_run(tmp_path, data_kwargs={"replay_priority": "td_error"})
+
+
+def test_the_online_novelty_model_keeps_its_own_hyperparameters_under_the_cli():
+    """LightningCLI hands the model's config to every save_hyperparameters() call made while
+    it builds the model; the nested novelty model must still record its own."""
+    from pathlib import Path
+
+    from v2p.cli import main as cli_main
+
+    config = Path(__file__).resolve().parents[2] / "configs" / "dishwashing_sources.yaml"
+    cli = cli_main(["--config", str(config), "--trainer.logger=false"], run=False)
+    novelty = cli.model.novelty
+    assert novelty.hparams.num_train_timesteps == 1000
+    assert "gamma" not in novelty.hparams and cli.model.hparams.novelty_online
+    z = torch.randn(8, novelty.latent_dim)
+    assert torch.isfinite(novelty.diffusion_loss(z))

@@ -20,15 +20,17 @@ reason:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.func import functional_call
 from torch.nn import functional as F
@@ -518,6 +520,22 @@ def load_encoder_weights(encoder: torch.nn.Module, path: str) -> None:
         ) from e
 
 
+@contextlib.contextmanager
+def _own_hyperparameters() -> Iterator[None]:
+    """Let a LightningModule built inside another's ``__init__`` record its own hparams.
+
+    LightningCLI instantiates the model inside a context that hands the model's config to
+    every ``save_hyperparameters()`` call made meanwhile (``_given_hyperparameters`` in
+    ``lightning.pytorch.core.mixins.hparams_mixin``), a nested module's included: the novelty
+    model would otherwise get SAC's hyper-parameters instead of its own.
+    """
+    token = _given_hyperparameters.set(None)
+    try:
+        yield
+    finally:
+        _given_hyperparameters.reset(token)
+
+
 def build_novelty_model(
     latent_dim: int, novelty_ckpt: str | None, novelty_online: bool, hidden_dim: int = 256
 ) -> LatentDiffusionNovelty | None:
@@ -528,7 +546,8 @@ def build_novelty_model(
             "trained model, or train one online"
         )
     if novelty_online:
-        return LatentDiffusionNovelty(latent_dim=latent_dim, hidden_dim=hidden_dim)
+        with _own_hyperparameters():
+            return LatentDiffusionNovelty(latent_dim=latent_dim, hidden_dim=hidden_dim)
     if novelty_ckpt is None:
         return None
     model = load_novelty_checkpoint(novelty_ckpt)
@@ -563,6 +582,7 @@ def load_novelty_checkpoint(path: str) -> LatentDiffusionNovelty:
         raise ValueError(f"{path!r} is not a LatentDiffusionNovelty checkpoint")
     latent_dim = int(state["z_mean"].shape[0])
     hparams.update(latent_dim=latent_dim, encoder_ckpt=None, observation_shape=None)
-    model = LatentDiffusionNovelty(**hparams)
+    with _own_hyperparameters():
+        model = LatentDiffusionNovelty(**hparams)
     model.load_state_dict({k: v for k, v in state.items() if not k.startswith("encoder.")})
     return model
