@@ -193,6 +193,12 @@ class SACModule(L.LightningModule):
         action = self.actor.deterministic(z) if deterministic else self.actor.sample(z)[0]
         return action.cpu().numpy()
 
+    def on_fit_start(self) -> None:
+        if self.novelty is not None:
+            # The nested novelty model sums its normaliser statistics over ranks through the
+            # trainer's strategy, so every rank normalises latents alike.
+            self.novelty.trainer = self.trainer
+
     def on_train_start(self) -> None:
         priority = getattr(self.trainer.datamodule, "replay_priority", "uniform")
         if priority == "novelty" and self.novelty is None:
