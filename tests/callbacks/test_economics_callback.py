@@ -296,7 +296,7 @@ def test_state_is_gathered_from_every_rank_and_each_rank_restores_its_own(tmp_pa
     rank1 = {
         "accountant": {
             "indexer": {"shift_count": 7, "update_index": 2, "w_h": 17.5},
-            "mpl_ema": 81.0,
+            "mpl_ema": {"platform": 81.0},
         },
         "shifts": 7,
         "ledger_rows": 7,
@@ -315,7 +315,7 @@ def test_state_is_gathered_from_every_rank_and_each_rank_restores_its_own(tmp_pa
     on_rank1.load_state_dict(state)
     on_rank1.teardown(None, None, "fit")
     assert on_rank1.ledger_path == tmp_path / "economics.rank1.csv"
-    assert on_rank1.accountant.w_h == 17.5 and on_rank1.accountant.mpl_ema == 81.0
+    assert on_rank1.accountant.w_h == 17.5 and on_rank1.accountant.mpl_ema == {"platform": 81.0}
     assert on_rank1.state_dict()["ranks"] == [rank1]  # own state, no trainer after teardown
 
     single = EconomicsCallback()

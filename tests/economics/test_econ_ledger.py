@@ -122,12 +122,12 @@ def test_delta_mpl_total_is_the_change_of_an_ema_over_three_shifts():
     rows = [account(acc, shift(c, 0), episode=i) for i, c in enumerate((60, 90, 30))]
     # EMA: 60; then 0.25 * 90 + 0.75 * 60 = 67.5; then 0.25 * 30 + 0.75 * 67.5 = 58.125.
     assert [r.delta_mpl_total for r in rows] == pytest.approx([0.0, 7.5, -9.375])
-    assert acc.mpl_ema == pytest.approx(58.125)
+    assert acc.mpl_ema == {"platform": pytest.approx(58.125)}
 
 
 def test_given_customer_contribution_splits_the_spread():
     acc = accountant(mpl_smoothing=0.5)
-    account(acc, shift(60, 0))
+    acc.account(shift(60, 0), episode=0, global_step=0, source="c", err_target=0.1, lam=0.0)
     row = acc.account(
         shift(100, 0),
         episode=1,
@@ -139,7 +139,7 @@ def test_given_customer_contribution_splits_the_spread():
         novelty=-0.3,
         data_price=1.25,
     )
-    # EMA 60 -> 80, so delta_mpl_total = 20 and s_cust = 10 / (20 + 1e-6).
+    # The site's EMA 60 -> 80, so delta_mpl_total = 20 and s_cust = 10 / (20 + 1e-6).
     s_cust = 10.0 / (20.0 + 1e-6)
     assert row.s_cust == pytest.approx(s_cust) and row.s_plat == pytest.approx(1 - s_cust)
     # w_r = 0.30 * 100 = 30, spread = 12, rebate = s_cust * 12.
@@ -279,3 +279,21 @@ def test_empty_file_gets_the_header(tmp_path):
     path.write_text("")
     LedgerWriter(path).close()
     assert next(csv.reader(io.StringIO(path.read_text()))) == list(LEDGER_COLUMNS)
+
+
+def test_each_source_smooths_its_own_mpl():
+    """Sites with different tasks work at different MP_r: one EMA per source, so a shift of
+    one site does not move another's delta_mpl_total."""
+    acc = ShiftAccountant(WageIndexer(ConstantWage(18.0), w_h_init=18.0), mpl_smoothing=0.5)
+    kw = dict(global_step=0, err_target=0.1, lam=0.0)
+    first_a = acc.account(shift(100, 0), episode=0, source="a", **kw)
+    first_b = acc.account(shift(20, 0), episode=1, source="b", **kw)
+    second_a = acc.account(shift(110, 0), episode=2, source="a", **kw)
+    assert first_a.delta_mpl_total == 0.0 and first_b.delta_mpl_total == 0.0
+    assert second_a.delta_mpl_total == pytest.approx(5.0)  # 0.5 * 110 + 0.5 * 100 - 100
+    assert acc.mpl_ema == {"a": pytest.approx(105.0), "b": pytest.approx(20.0)}
+    restored = ShiftAccountant(WageIndexer(ConstantWage(18.0), w_h_init=18.0))
+    restored.load_state_dict({**acc.state_dict()})
+    assert restored.mpl_ema == acc.mpl_ema
+    restored.load_state_dict({"indexer": acc.state_dict()["indexer"], "mpl_ema": 50.0})
+    assert restored.mpl_ema == {"platform": 50.0}  # a checkpoint from before per-source EMAs

@@ -119,3 +119,27 @@ def test_the_online_novelty_model_keeps_its_own_hyperparameters_under_the_cli():
     assert "gamma" not in novelty.hparams and cli.model.hparams.novelty_online
     z = torch.randn(8, novelty.latent_dim)
     assert torch.isfinite(novelty.diffusion_loss(z))
+
+
+def test_online_calibration_follows_the_errors_then_stays_fixed(tmp_path):
+    stats = []
+
+    class KeepStatistics(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            stats.append(pl_module.novelty.err_mean.clone())
+
+    model, dm, trainer = make_run(
+        tmp_path,
+        max_steps=20,
+        callbacks=[KeepStatistics()],
+        model_kwargs={
+            "novelty_online": True,
+            "novelty_batch": 16,
+            "novelty_hidden_dim": 32,
+            "novelty_calibration_updates": 6,
+        },
+    )
+    trainer.fit(model, dm)
+    assert not torch.equal(stats[0], stats[4])  # following the errors ...
+    for later in stats[5:]:
+        assert torch.equal(later, stats[5])  # ... then fixed

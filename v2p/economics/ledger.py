@@ -151,8 +151,10 @@ class ShiftAccountant:
     ``delta_mpl_total`` is the change of an EMA of ``MP_r``, not of the raw per-shift value:
     ``completed`` is a sum of Poisson attempts less binomial errors, so consecutive shifts of an
     unchanged policy differ by several units/hr, and their raw difference would mostly be noise
-    (section 7 asks for a smoothed MPL). The first shift seeds the EMA with its own ``MP_r`` and
-    has ``delta_mpl_total = 0``.
+    (section 7 asks for a smoothed MPL). There is one EMA per data source (site): sites with
+    other tasks work at other levels of ``MP_r``, and one EMA over their mix would move with the
+    order in which their shifts finish. A source's first shift seeds its EMA with its own
+    ``MP_r`` and has ``delta_mpl_total = 0``.
     """
 
     def __init__(
@@ -169,7 +171,7 @@ class ShiftAccountant:
         self._eps_parity = check_scalar("eps_parity", eps_parity, ge=0)
         self._base_fee = check_scalar("base_fee", base_fee, ge=0)
         self._floor_margin = check_scalar("floor_margin", floor_margin, ge=0)
-        self._mpl_ema: float | None = None  # None until the first shift
+        self._mpl_ema: dict[str, float] = {}  # per source, from its first shift on
 
     @property
     def w_h(self) -> float:
@@ -177,9 +179,9 @@ class ShiftAccountant:
         return self._indexer.w_h
 
     @property
-    def mpl_ema(self) -> float | None:
-        """The smoothed ``MP_r`` [units/hr], or None before the first shift."""
-        return self._mpl_ema
+    def mpl_ema(self) -> dict[str, float]:
+        """The smoothed ``MP_r`` [units/hr] of each source that finished a shift."""
+        return dict(self._mpl_ema)
 
     def parities(self, shift: ShiftCounts) -> Parities:
         """Parities of a shift against the current ``w_h``, without accounting it.
@@ -223,12 +225,13 @@ class ShiftAccountant:
         labor = shift_labor(shift)
         hours = float(shift.hours)
 
-        if self._mpl_ema is None:
+        previous = self._mpl_ema.get(source)
+        if previous is None:
             mpl_ema, delta_mpl_total = labor.mp_r, 0.0
         else:
             a = self._mpl_smoothing
-            mpl_ema = a * labor.mp_r + (1.0 - a) * self._mpl_ema
-            delta_mpl_total = mpl_ema - self._mpl_ema
+            mpl_ema = a * labor.mp_r + (1.0 - a) * previous
+            delta_mpl_total = mpl_ema - previous
 
         indexer_before = self._indexer.state_dict()
         w_h = self._indexer.on_shift_end()
@@ -257,7 +260,7 @@ class ShiftAccountant:
         except ValueError:
             self._indexer.load_state_dict(indexer_before)
             raise
-        self._mpl_ema = mpl_ema
+        self._mpl_ema[source] = mpl_ema
 
         return LedgerRow(
             episode=episode,
@@ -297,12 +300,16 @@ class ShiftAccountant:
         Plain ints, floats, None and dicts, so a checkpoint holding it loads with
         ``torch.load(weights_only=True)``. The constructor arguments are configuration, not state.
         """
-        return {"indexer": self._indexer.state_dict(), "mpl_ema": self._mpl_ema}
+        return {"indexer": self._indexer.state_dict(), "mpl_ema": dict(self._mpl_ema)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the state saved by :meth:`state_dict`."""
         ema = state["mpl_ema"]
-        ema = None if ema is None else check_scalar("state['mpl_ema']", ema, ge=0)
+        if ema is None:  # saved before any shift, by a version with one EMA for all sources
+            ema = {}
+        elif not isinstance(ema, dict):  # one EMA for all sources: the default source's
+            ema = {"platform": ema}
+        ema = {str(k): check_scalar(f"state['mpl_ema'][{k!r}]", v, ge=0) for k, v in ema.items()}
         self._indexer.load_state_dict(state["indexer"])
         self._mpl_ema = ema
 

@@ -71,6 +71,11 @@ class SACModule(L.LightningModule):
             update (one more loss in the same backward pass); it follows a fine-tuned encoder.
         novelty_lr, novelty_hidden_dim: learning rate and denoiser width of the online novelty
             model.
+        novelty_calibration_updates: the online model's z-scoring statistics follow its
+            errors for this many updates, then stay fixed: scores then fall as the model
+            learns the data it keeps seeing and stay high for what it rarely sees, so novelty
+            can tell early, informative training data from late, redundant data (statistics
+            that kept following would z-score every batch to about 0).
         novelty_batch: score only the first ``novelty_batch`` transitions of each (uniformly
             sampled) batch; None scores all of them. Scoring costs up to 10 denoiser passes
             per transition.
@@ -107,6 +112,7 @@ class SACModule(L.LightningModule):
         novelty_online: bool = False,
         novelty_lr: float = 1e-3,
         novelty_hidden_dim: int = 256,
+        novelty_calibration_updates: int = 1000,
         novelty_batch: int | None = None,
         hidden_dim: int = 256,
         hidden_layers: int = 2,
@@ -138,6 +144,7 @@ class SACModule(L.LightningModule):
             raise ValueError(f"compile_mode must be one of {COMPILE_MODES}, got {compile_mode!r}")
         if novelty_batch is not None:
             check_int("novelty_batch", novelty_batch, ge=2)
+        check_int("novelty_calibration_updates", novelty_calibration_updates, ge=1)
         if len(action_low) != len(action_high) or not len(action_low):
             raise ValueError(f"action_low {action_low} and action_high {action_high} must match")
         self.save_hyperparameters()
@@ -276,8 +283,9 @@ class SACModule(L.LightningModule):
 
         if self.novelty is not None:
             if hp.novelty_online:
-                self.novelty.update_statistics(z_scored)
                 metrics["novelty_loss"] = novelty_loss.detach()
+                if self.global_step < hp.novelty_calibration_updates:
+                    self.novelty.update_statistics(z_scored)
             scores = self.novelty.score(z_scored)  # (n,), novelty of the batch's transitions
             metrics["novelty"] = scores.mean()
             metrics["novelty_scores"] = scores
