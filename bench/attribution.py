@@ -168,12 +168,18 @@ def print_table(actual, credit, args, seconds: float) -> None:
     pooled_c = torch.tensor([x for k in CUSTOMERS for x in credit[k]])
     means_a = torch.tensor([statistics.mean(actual[k]) for k in CUSTOMERS])
     means_c = torch.tensor([statistics.mean(credit[k]) for k in CUSTOMERS])
+    per_seed = [
+        float(spearman_corrcoef(torch.tensor([credit[k][i] for k in CUSTOMERS]),
+                                torch.tensor([actual[k][i] for k in CUSTOMERS])))
+        for i in range(len(args.seeds))
+    ]
     signs = (pooled_a > 0) == (pooled_c > 0)
     lines += [
         "",
         f"Spearman(actual, attributed): {float(spearman_corrcoef(means_c, means_a)):.2f} over "
         f"the {len(CUSTOMERS)} source means, {float(spearman_corrcoef(pooled_c, pooled_a)):.2f} "
-        f"over all {len(pooled_a)} (source, seed) pairs.",
+        f"over all {len(pooled_a)} (source, seed) pairs; within each seed: "
+        + ", ".join(f"{rho:.2f}" for rho in per_seed) + ".",
         f"Sign agreement (actual > 0 iff attributed > 0): {int(signs.sum())}/{len(signs)}.",
     ]
     print("\n".join(lines))
