@@ -345,6 +345,10 @@ def main() -> None:
     if args.task == "state":
         lines = bench_state(args.seeds, args.steps or 20_000, not args.no_sb3, args.eval_every)
     elif args.task == "video":
+        if args.steps is not None:
+            # configs/dishwashing_video.yaml: 2,000 warm-up env steps, then 8 env steps (16 envs,
+            # 2 updates per collection step) per update.
+            overrides = [f"--trainer.max_steps={max(1, (args.steps - 2000) // 8)}", *overrides]
         lines = bench_video(args.seeds, args.steps or 50_000, overrides, args.keep)
     else:
         lines = bench_constrained(args.seeds, args.steps or 20_000, Path(args.plot), args.dual_lr)

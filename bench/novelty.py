@@ -40,6 +40,7 @@ from torchmetrics.functional.classification import binary_auroc
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._common import progress  # noqa: E402
 from v2p.data.clips import ClipDataModule  # noqa: E402
 from v2p.data.recording import record  # noqa: E402
 from v2p.envs import DishwashingVideoVectorEnv  # noqa: E402
@@ -75,7 +76,7 @@ def pretrain_encoder(workdir: Path, episodes: int, steps: int) -> Path:
     trainer.fit(model, data)
     path = workdir / "encoder.ckpt"
     trainer.save_checkpoint(path)
-    print(f"pretrained encoder: {steps} steps, {trainer.callback_metrics}", flush=True)
+    progress(f"pretrained encoder: {steps} steps, {trainer.callback_metrics}")
     return path
 
 
@@ -130,7 +131,7 @@ def novelty_scorer(
         loss.backward()
         opt.step()
     model.calibrate(calib)
-    print(f"  novelty: {steps} steps, last loss {float(loss):.3f}", flush=True)
+    progress(f"  novelty: {steps} steps, last loss {float(loss):.3f}")
     return model.score
 
 
@@ -173,14 +174,14 @@ def run_seed(encoder: torch.nn.Module, seed: int, args: argparse.Namespace) -> d
         name: episode_latents(encoder, task, args.test_episodes, base + 4 + i)
         for i, (name, (_, task)) in enumerate(SHIFTS.items())
     }
-    print(f"seed {seed}: latents in {time.perf_counter() - start:.0f} s", flush=True)
+    progress(f"seed {seed}: latents in {time.perf_counter() - start:.0f} s")
     scorers = {
         "diffusion (ours)": novelty_scorer(train, calib, args.novelty_steps, seed),
         "kNN (k=5)": knn_scorer(train),
         "Mahalanobis": mahalanobis_scorer(train),
     }
     results = {method: evaluate(f, test, shifted) for method, f in scorers.items()}
-    print(f"seed {seed}: {results}", flush=True)
+    progress(f"seed {seed}: {results}")
     return results
 
 

@@ -240,6 +240,7 @@ def main() -> None:
     parser.add_argument("--curve", type=Path, default=None, help="a SAC run's log dir")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    args.docs.mkdir(parents=True, exist_ok=True)
     if args.curve is not None:
         print("\n".join(training_curve(args.curve, args.docs / "physics_sac_curve.png")))
         return

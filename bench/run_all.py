@@ -74,7 +74,7 @@ BENCHES: tuple[Bench, ...] = (
     Bench(
         "pretrain",
         ("pretrain.py",),
-        ("pretrain.py", "--episodes", "40", "--epochs", "1", "--skip-sac"),
+        ("pretrain.py", "--episodes", "100", "--epochs", "1", "--skip-sac"),
     ),
     Bench(
         "novelty",
