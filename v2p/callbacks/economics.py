@@ -22,7 +22,7 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 
-from v2p.callbacks.pricing import DataPricer, Window
+from v2p.callbacks.pricing import BatchValue, DataPricer, Window
 from v2p.data.episodes import ShiftCounts
 from v2p.economics import ConstantWage, CSVWage, LinearDriftWage, WageIndexer
 from v2p.economics._validate import check_int, check_scalar
@@ -254,7 +254,11 @@ class EconomicsCallback(Callback):
     ) -> None:
         names = getattr(trainer.datamodule, "source_names", None)
         if isinstance(outputs, Mapping) and outputs.get("novelty") is not None:
-            self._price_batch(pl_module, outputs["novelty"], outputs["novelty_source"], names)
+            value = self._pricer.price_batch(outputs["novelty"], outputs["novelty_source"])
+            # Every batch is priced, but handed to the logger only on the steps it writes
+            # (self.log costs about as much as a small update; SACModule throttles alike).
+            if trainer.global_step % trainer.log_every_n_steps == 0:
+                self._log_batch_value(pl_module, value, names)
         episodes = getattr(batch, "episodes", ())
         finished = [(i, ep) for i, ep in enumerate(episodes) if ep.shift is not None]
         if not finished:
@@ -295,14 +299,10 @@ class EconomicsCallback(Callback):
             if value is not None and column not in _UNLOGGED_COLUMNS:
                 pl_module.log(f"econ/{column}", value, on_step=True, on_epoch=False, batch_size=1)
 
-    def _price_batch(
-        self,
-        pl_module: pl.LightningModule,
-        novelty: Any,
-        source: Any,
-        names: Sequence[str] | None,
+    @staticmethod
+    def _log_batch_value(
+        pl_module: pl.LightningModule, value: BatchValue, names: Sequence[str] | None
     ) -> None:
-        value = self._pricer.price_batch(novelty, source)
         metrics = {"econ/batch_delta_mpl": value.delta_mpl, "econ/data_price": value.price}
         for k, name in enumerate(names or [_DEFAULT_SOURCE]):
             metrics[f"econ/value/{name}"] = value.per_source[k]

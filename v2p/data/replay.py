@@ -50,7 +50,7 @@ class ReplaySample(NamedTuple):
     terminated: torch.Tensor  # (B,) float32
     source: torch.Tensor  # (B,) int64
     # Where the transitions are stored (flat slot * num_envs + env), and the importance weights
-    # of a prioritised draw (all 1 for a uniform one).
+    # of a prioritised draw (None for a uniform one: every weight would be 1).
     index: torch.Tensor | None = None  # (B,) int64
     weight: torch.Tensor | None = None  # (B,) float32
 
@@ -390,7 +390,7 @@ class ReplayBuffer:
         stored = len(self)
         if stored == 0:
             raise ValueError("cannot sample from an empty ReplayBuffer; add transitions first")
-        weight = np.ones(batch_size, dtype=np.float32)
+        weight = None
         if priority_alpha is not None:
             flat, weight = self._draw_prioritised(
                 batch_size, stored, generator, priority_alpha, priority_beta
@@ -415,7 +415,7 @@ class ReplayBuffer:
             next_obs=ops.tensor(next_obs),
             **taken,
             index=ops.tensor(index),
-            weight=ops.tensor(weight),
+            weight=None if weight is None else ops.tensor(weight),
         )
 
     def _draw_prioritised(

@@ -317,7 +317,7 @@ class SACModule(L.LightningModule):
         q1, q2 = self.critic(z, s.action)
         if s.weight is None:
             critic_loss = F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)
-        else:  # importance weights of a prioritised draw (all 1 for a uniform one)
+        else:  # importance weights of a prioritised draw
             squared = (q1 - target_q).square() + (q2 - target_q).square()
             critic_loss = (s.weight * squared).mean()
 
