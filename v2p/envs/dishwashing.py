@@ -152,46 +152,33 @@ class DishwashingEnv(_SimulatorState, gym.Env[np.ndarray, np.ndarray]):
         return np.ascontiguousarray(frame[0].transpose(1, 2, 0))
 
 
-class DishwashingVectorEnv(_SimulatorState, VectorEnv):
-    """N dishwashing sites stepped together with numpy arrays, no Python loop over sites.
-
-    Autoreset is same-step: when a shift ends, the returned observation already starts the
-    next shift and ``info["final_obs"]`` (masked by ``info["_final_obs"]``) holds the last
-    observation of the finished one, which is what a replay buffer needs as ``next_obs``.
-    """
+class DishwashingSitesVectorEnv(VectorEnv):
+    """What every V2P vector env of dishwashing sites shares: spaces, same-step autoreset, the
+    reset mask, action checks and the per-site step info (the synthetic and physics envs)."""
 
     metadata: ClassVar[dict[str, Any]] = {
         "autoreset_mode": AutoresetMode.SAME_STEP,
         "render_modes": [],
     }
 
-    def __init__(self, num_envs: int = 1, **task_kwargs: Any) -> None:
-        self.params = DishwashingParams(**task_kwargs)
+    def _init_sites(self, num_envs: int, single_observation_space: spaces.Space) -> None:
         self.num_envs = num_envs
-        self.sim = ShiftSimulator(self.params, num_envs)
-        self.observation_model = make_observation_model(self.sim, self._clip_shape, self._lighting)
-        self.single_observation_space = self.observation_model.space
+        self.single_observation_space = single_observation_space
         self.single_action_space = ACTION_SPACE
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
         self._all_sites = np.ones(num_envs, dtype=bool)
         self._started = False
 
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[np.ndarray, dict[str, Any]]:
-        super().reset(seed=seed)
+    def _reset_mask(self, options: dict[str, Any] | None) -> np.ndarray | None:
+        """The sites to reset (None: all); marks the env started."""
         mask = None if options is None else options.get("reset_mask")
         if mask is not None and not self._started:
             raise ValueError("the first reset must reset every site; pass no reset_mask")
-        self.sim.reset(self.np_random, mask)
-        self.observation_model.reset(mask)
         self._started = True
-        return self.observation_model.observe(), {"kind": self.sim.kind.copy()}
+        return mask
 
-    def step(
-        self, actions: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+    def _check_actions(self, actions: np.ndarray) -> np.ndarray:
         if not self._started:
             raise RuntimeError("call reset() before step()")
         actions = np.asarray(actions)
@@ -200,12 +187,47 @@ class DishwashingVectorEnv(_SimulatorState, VectorEnv):
                 f"actions must have shape ({self.num_envs}, 2) = (num_envs, (speed, care)), "
                 f"got {actions.shape}"
             )
+        return actions
+
+    def _step_info(self, params: DishwashingParams, outcome: StepOutcome) -> dict[str, Any]:
+        """:func:`step_info` with gymnasium's per-key masks (every site reports every key)."""
+        info: dict[str, Any] = step_info(params, outcome)
+        for key in list(info):
+            info[f"_{key}"] = self._all_sites
+        return info
+
+
+class DishwashingVectorEnv(_SimulatorState, DishwashingSitesVectorEnv):
+    """N dishwashing sites stepped together with numpy arrays, no Python loop over sites.
+
+    Autoreset is same-step: when a shift ends, the returned observation already starts the
+    next shift and ``info["final_obs"]`` (masked by ``info["_final_obs"]``) holds the last
+    observation of the finished one, which is what a replay buffer needs as ``next_obs``.
+    """
+
+    def __init__(self, num_envs: int = 1, **task_kwargs: Any) -> None:
+        self.params = DishwashingParams(**task_kwargs)
+        self.sim = ShiftSimulator(self.params, num_envs)
+        self.observation_model = make_observation_model(self.sim, self._clip_shape, self._lighting)
+        self._init_sites(num_envs, self.observation_model.space)
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        super().reset(seed=seed)
+        mask = self._reset_mask(options)
+        self.sim.reset(self.np_random, mask)
+        self.observation_model.reset(mask)
+        return self.observation_model.observe(), {"kind": self.sim.kind.copy()}
+
+    def step(
+        self, actions: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        actions = self._check_actions(actions)
         outcome = self.sim.step(actions, self.np_random)
         self.observation_model.advance()
         truncated = self.sim.truncated.copy()
-        info: dict[str, Any] = step_info(self.params, outcome)
-        for key in list(info):
-            info[f"_{key}"] = self._all_sites
+        info = self._step_info(self.params, outcome)
         if truncated.any():
             info["final_obs"] = self.observation_model.observe()
             info["_final_obs"] = truncated

@@ -29,12 +29,10 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
-from gymnasium.vector import AutoresetMode, VectorEnv
-from gymnasium.vector.utils import batch_space
 
 from v2p.economics._validate import check_int
 from v2p.economics.labor import implied_wage, profit_rate
-from v2p.envs.dishwashing import ACTION_SPACE, step_info
+from v2p.envs.dishwashing import ACTION_SPACE, DishwashingSitesVectorEnv, step_info
 from v2p.envs.dynamics import (
     ExpectedOutcome,
     ShiftSimulator,
@@ -237,7 +235,7 @@ class DishwashingPhysicsEnv(gym.Env[np.ndarray, np.ndarray]):
         self.np_random.bit_generator.state = state["rng"]
 
 
-class DishwashingPhysicsVectorEnv(VectorEnv):
+class DishwashingPhysicsVectorEnv(DishwashingSitesVectorEnv):
     """N physics sites in one process, stepped in turn, with same-step autoreset.
 
     Registered as the vector entry point because gymnasium's sync vector env with SAME_STEP
@@ -247,53 +245,30 @@ class DishwashingPhysicsVectorEnv(VectorEnv):
     ``info["final_obs"]`` holds the finished shift's last clip.
     """
 
-    metadata: ClassVar[dict[str, Any]] = {
-        "autoreset_mode": AutoresetMode.SAME_STEP,
-        "render_modes": [],
-    }
-
     def __init__(self, num_envs: int = 1, **env_kwargs: Any) -> None:
         check_int("num_envs", num_envs, ge=1)
-        self.num_envs = num_envs
         self.envs = [DishwashingPhysicsEnv(**env_kwargs) for _ in range(num_envs)]
         self.params = self.envs[0].params
-        self.single_observation_space = self.envs[0].observation_space
-        self.single_action_space = ACTION_SPACE
-        self.observation_space = batch_space(self.single_observation_space, num_envs)
-        self.action_space = batch_space(self.single_action_space, num_envs)
-        self._all_sites = np.ones(num_envs, dtype=bool)
-        self._started = False
+        self._init_sites(num_envs, self.envs[0].observation_space)
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
-        mask = None if options is None else options.get("reset_mask")
-        if mask is not None and not self._started:
-            raise ValueError("the first reset must reset every site; pass no reset_mask")
+        mask = self._reset_mask(options)
         for i, env in enumerate(self.envs):
             if mask is None or mask[i]:
                 env.reset(seed=None if seed is None else seed + i)
-        self._started = True
         kinds = np.array([int(env.sim.kind[0]) for env in self.envs])
         return self._observe(), {"kind": kinds}
 
     def step(
         self, actions: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-        if not self._started:
-            raise RuntimeError("call reset() before step()")
-        actions = np.asarray(actions)
-        if actions.shape != (self.num_envs, 2):
-            raise ValueError(
-                f"actions must have shape ({self.num_envs}, 2) = (num_envs, (speed, care)), "
-                f"got {actions.shape}"
-            )
+        actions = self._check_actions(actions)
         outcomes = [env.advance(a) for env, a in zip(self.envs, actions, strict=True)]
         outcome = _concatenate(outcomes)
-        info: dict[str, Any] = step_info(self.params, outcome)
-        for key in list(info):
-            info[f"_{key}"] = self._all_sites
+        info = self._step_info(self.params, outcome)
         truncated = np.array([bool(env.sim.truncated[0]) for env in self.envs])
         if truncated.any():
             info["final_obs"] = self._observe()
