@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch.nn as nn
 
@@ -60,3 +61,19 @@ def build_encoder(
     if arch == "simple3dcnn":
         return Simple3DCNN(clip_shape, latent_dim, channels, channels_last=channels_last)
     return R3D18Encoder(clip_shape, latent_dim, weights_path, channels_last=channels_last)
+
+
+def encoder_from_hparams(hparams: Mapping[str, Any]) -> nn.Module:
+    """The encoder a module's hyper-parameters describe, with the names SACModule and
+    EncoderPretrainModule share: ``encoder_arch``, ``observation_shape``, ``latent_dim`` and
+    the optional ``encoder_hidden_dim``, ``encoder_channels``, ``encoder_weights_path``,
+    ``encoder_channels_last``."""
+    return build_encoder(
+        hparams["encoder_arch"],
+        hparams["observation_shape"],
+        latent_dim=hparams["latent_dim"],
+        hidden_dim=hparams.get("encoder_hidden_dim", 256),
+        channels=hparams.get("encoder_channels", 32),
+        weights_path=hparams.get("encoder_weights_path"),
+        channels_last=hparams.get("encoder_channels_last", False),
+    )

@@ -28,7 +28,7 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from v2p.economics._validate import check_scalar
-from v2p.encoders import build_encoder
+from v2p.encoders import encoder_from_hparams
 from v2p.models.probe import linear_probe_r2
 
 ENCODER_HPARAMS = ("encoder_arch", "observation_shape", "latent_dim")
@@ -81,15 +81,7 @@ class EncoderPretrainModule(L.LightningModule):
         check_scalar("weight_decay", weight_decay, ge=0.0)
         check_scalar("probe_ridge", probe_ridge, gt=0.0)
         self.save_hyperparameters()
-        self.encoder = build_encoder(
-            encoder_arch,
-            observation_shape,
-            latent_dim=latent_dim,
-            hidden_dim=encoder_hidden_dim,
-            channels=encoder_channels,
-            weights_path=encoder_weights_path,
-            channels_last=encoder_channels_last,
-        )
+        self.encoder = encoder_from_hparams(self.hparams)
         self.projector = projection_head(latent_dim, 2 * projection_dim, projection_dim)
         self.predictor = projection_head(projection_dim, 2 * projection_dim, projection_dim)
         self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
@@ -202,12 +194,9 @@ def load_pretrained_encoder(path: str | os.PathLike, map_location: Any = "cpu") 
             f"encoder checkpoint {path!r} has no encoder hyper-parameters {missing}; expected "
             "a checkpoint of EncoderPretrainModule or SACModule"
         )
-    encoder = build_encoder(
-        hparams["encoder_arch"],
-        hparams["observation_shape"],
-        latent_dim=hparams["latent_dim"],
-        hidden_dim=hparams.get("encoder_hidden_dim", 256),
-        channels=hparams.get("encoder_channels", 32),
+    # The weights come from the checkpoint: no R3D-18 file is read, and no memory format.
+    encoder = encoder_from_hparams(
+        {**hparams, "encoder_weights_path": None, "encoder_channels_last": False}
     )
     prefix = "encoder."
     weights = {

@@ -39,7 +39,7 @@ from v2p.data.replay import ReplaySample
 from v2p.data.rollout import EvalBatch, RolloutBatch
 from v2p.economics import DualAscent, error_rate, mpl, sla_target
 from v2p.economics._validate import check_int, check_scalar
-from v2p.encoders import build_encoder
+from v2p.encoders import encoder_from_hparams
 from v2p.models.components import Actor, TwinCritic
 from v2p.models.novelty import LatentDiffusionNovelty
 from v2p.models.pretrain import load_pretrained_encoder
@@ -153,15 +153,7 @@ class SACModule(L.LightningModule):
         low = torch.as_tensor(action_low, dtype=torch.float32)
         high = torch.as_tensor(action_high, dtype=torch.float32)
         action_dim = low.numel()
-        self.encoder = build_encoder(
-            encoder_arch,
-            observation_shape,
-            latent_dim=latent_dim,
-            hidden_dim=encoder_hidden_dim,
-            channels=encoder_channels,
-            weights_path=encoder_weights_path,
-            channels_last=encoder_channels_last,
-        )
+        self.encoder = encoder_from_hparams(self.hparams)
         if encoder_ckpt is not None:
             load_encoder_weights(self.encoder, encoder_ckpt)
         self.encoder.requires_grad_(not freeze_encoder)
