@@ -6,13 +6,14 @@
 1. Record ``--episodes`` episodes of ``v2p/DishwashingVideo-v0`` with uniform random actions
    (``v2p record``).
 2. Pretrain a ``simple2dcnn`` encoder on them with ``configs/pretrain_encoder.yaml``'s module
-   and data for ``--epochs`` epochs.
+   and data for ``--epochs`` epochs (temporal contrast plus outcome prediction with weight
+   ``--reward-weight``).
 3. Linear probe: a ridge regression from frozen latents to the recorded task state, fitted and
    scored on disjoint validation episodes (:func:`v2p.models.probe.linear_probe_r2`), for the
    pretrained encoder and for a randomly initialised encoder of the same architecture.
-4. SAC with ``configs/dishwashing_video.yaml`` for ``--sac-updates`` updates, end to end and on
-   the frozen pretrained encoder, same seed: expected profit at the same env steps, and the
-   wall-clock of the SAC runs.
+4. SAC with ``configs/dishwashing_video.yaml`` for ``--sac-updates`` updates, end to end, on
+   the frozen pretrained encoder, and (a control) on a frozen randomly initialised encoder,
+   same seed: expected profit at the same env steps, and the wall-clock of the SAC runs.
 """
 
 from __future__ import annotations
@@ -51,12 +52,14 @@ def clip_data(recording: Path, seed: int) -> ClipDataModule:
 
 
 def pretrain(
-    recording: Path, epochs: int, root: Path, seed: int
+    recording: Path, epochs: int, root: Path, seed: int, reward_weight: float
 ) -> tuple[Path, float, ClipDataModule]:
     """Pretrain as configs/pretrain_encoder.yaml does; (checkpoint, seconds, data)."""
     L.seed_everything(seed, verbose=False)
     data = clip_data(recording, seed)
-    module = EncoderPretrainModule(data.observation_shape, **ENCODER)
+    module = EncoderPretrainModule(
+        data.observation_shape, action_dim=data.action_dim, reward_weight=reward_weight, **ENCODER
+    )
     trainer = L.Trainer(
         max_epochs=epochs, default_root_dir=root, enable_progress_bar=False,
         enable_model_summary=False, log_every_n_steps=50,
@@ -94,6 +97,10 @@ def main() -> None:
         "--sac-updates", type=int, default=2250,
         help="SAC updates (2,250 = 20,000 env steps with the video config)",
     )
+    parser.add_argument(
+        "--reward-weight", type=float, default=1.0,
+        help="outcome-prediction weight (configs/pretrain_encoder.yaml: 1; 0 = contrast only)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-sac", action="store_true")
     parser.add_argument("--keep", default=None, help="keep recordings and logs under this folder")
@@ -113,17 +120,20 @@ def main() -> None:
             progress(f"recorded {args.episodes} episodes in {time.perf_counter() - start:.0f} s")
         if args.encoder_ckpt is None:
             ckpt, pretrain_seconds, data = pretrain(
-                recording, args.epochs, root / "pretrain", args.seed
+                recording, args.epochs, root / "pretrain", args.seed, args.reward_weight
             )
-            how = f"{args.epochs} epochs, {pretrain_seconds:.0f} s"
+            how = (
+                f"{args.epochs} epochs, reward_weight {args.reward_weight:g}, "
+                f"{pretrain_seconds:.0f} s"
+            )
             progress(f"pretrained in {pretrain_seconds:.0f} s")
         else:
             ckpt, how = Path(args.encoder_ckpt), f"checkpoint {Path(args.encoder_ckpt).name}"
             data = clip_data(recording, args.seed)
 
         pretrained = EncoderPretrainModule.load_from_checkpoint(ckpt, map_location="cpu").encoder
-        L.seed_everything(args.seed + 1000, verbose=False)
-        random_init = EncoderPretrainModule(data.observation_shape, **ENCODER).encoder
+        random_module = random_init_module(data.observation_shape, args.seed)
+        random_init = random_module.encoder
         (r2_pretrained, clips), (r2_random, _) = probe(pretrained, data), probe(random_init, data)
         shifted = probe(pretrained, data, shift=4)[0], probe(random_init, data, shift=4)[0]
         lines = [
@@ -138,17 +148,34 @@ def main() -> None:
             f"| difference | {r2_pretrained - r2_random:+.3f} | {shifted[0] - shifted[1]:+.3f} |",
         ]
         if not args.skip_sac:
-            lines += ["", *sac_comparison(ckpt, args.sac_updates, args.seed, root)]
+            random_ckpt = save_untrained(random_module, root / "random_init.ckpt")
+            lines += ["", *sac_comparison(ckpt, random_ckpt, args.sac_updates, args.seed, root)]
     print("\n".join(lines))
 
 
-def sac_comparison(ckpt: Path, updates: int, seed: int, root: Path) -> list[str]:
+def random_init_module(observation_shape, seed: int) -> EncoderPretrainModule:
+    """An untrained module: the probe's random-init encoder and the frozen-random SAC control."""
+    L.seed_everything(seed + 1000, verbose=False)
+    return EncoderPretrainModule(observation_shape, **ENCODER)
+
+
+def save_untrained(module: EncoderPretrainModule, path: Path) -> Path:
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer.strategy.connect(module)
+    trainer.save_checkpoint(path)
+    return path
+
+
+def sac_comparison(
+    ckpt: Path, random_ckpt: Path, updates: int, seed: int, root: Path
+) -> list[str]:
     ceiling = optimal_policy(DishwashingParams()).profit
+    frozen = ["--model.init_args.freeze_encoder=true"]
     runs = {
         "end to end (encoder trained by the critic)": [],
-        "frozen pretrained encoder": [
-            f"--model.init_args.encoder_ckpt={ckpt}",
-            "--model.init_args.freeze_encoder=true",
+        "frozen pretrained encoder": [f"--model.init_args.encoder_ckpt={ckpt}", *frozen],
+        "frozen random-init encoder (control)": [
+            f"--model.init_args.encoder_ckpt={random_ckpt}", *frozen
         ],
     }
     lines = [
@@ -160,7 +187,7 @@ def sac_comparison(ckpt: Path, updates: int, seed: int, root: Path) -> list[str]
     ]
     results = {}
     for name, overrides in runs.items():
-        run_root = root / ("sac-" + name.split()[0])
+        run_root = root / ("sac-" + "-".join(name.split()[:2]))
         curve, _ = run_v2p(
             "configs/dishwashing_video.yaml",
             [f"--trainer.max_steps={updates}", *overrides],
@@ -174,7 +201,7 @@ def sac_comparison(ckpt: Path, updates: int, seed: int, root: Path) -> list[str]
             f"| {name} | {curve.env_steps[-1]:,} | {profit:.2f} ({profit / ceiling:.1%}) | "
             f"{curve.seconds[-1]:.0f} |"
         )
-    (e2e, e2e_s), (frozen, frozen_s) = results.values()
+    (e2e, e2e_s), (frozen, frozen_s), _ = results.values()
     lines += [
         "",
         f"Frozen / end to end: {frozen / e2e:.1%} of the profit in {frozen_s / e2e_s:.0%} of the "

@@ -20,7 +20,7 @@ from v2p.data.checkpoint_io import ReplayCheckpointIO
 
 class V2PCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
-        for name in ("observation_shape", "action_low", "action_high"):
+        for name in ("observation_shape", "action_low", "action_high", "action_dim"):
             parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
 
     def instantiate_trainer(self, **kwargs) -> L.Trainer:

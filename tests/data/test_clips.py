@@ -20,7 +20,8 @@ SIZE = 8
 
 def _synthetic_episode(episode: int, steps: int, state_dim: int | None = 2) -> EpisodeArrays:
     """Frames that carry their own identity: pixel (0, 0, 0) = episode, (0, 0, 1) = frame
-    index; the state of observation k is (episode, k)."""
+    index; the state of observation k is (episode, k), as is the action taken at it, and its
+    reward is 100 * episode + k."""
     frames = np.full((T_REC + steps, 3, SIZE, SIZE), 100, dtype=np.uint8)
     frames[:, 0, 0, 0] = episode
     frames[:, 0, 0, 1] = np.arange(len(frames))
@@ -28,9 +29,9 @@ def _synthetic_episode(episode: int, steps: int, state_dim: int | None = 2) -> E
     if state_dim is not None:
         states = np.zeros((steps + 1, state_dim), np.float32)
         states[:, 0], states[:, 1] = episode, np.arange(steps + 1)
-    return EpisodeArrays(
-        frames, np.zeros((steps, 2), np.float32), np.zeros(steps, np.float32), states
-    )
+    actions = np.stack([np.full(steps, episode), np.arange(steps)], axis=1).astype(np.float32)
+    rewards = (100 * episode + np.arange(steps)).astype(np.float32)
+    return EpisodeArrays(frames, actions, rewards, states)
 
 
 def _write_recording(folder, lengths, first_episode=0, per_shard=3, state_dim=2):
@@ -100,6 +101,26 @@ def test_training_pairs_stay_in_their_episode(synthetic):
         _check_pairs(batch, 4, 3)
     gaps = torch.cat([b.positive[:, 0, 0, 0, 1] - b.anchor[:, 0, 0, 0, 1] for b in batches])
     assert set(gaps.tolist()) == {1, 2, 3}
+
+
+def test_anchors_carry_the_action_and_reward_of_their_newest_observation(synthetic):
+    dm = _dm([synthetic], batch_size=64)
+    assert dm.action_dim == 2
+    store = dm._store
+    for batch in [next(iter(dm.train_dataloader())), *dm.val_dataloader()]:
+        assert batch.action.shape == (len(batch.episode), 2)
+        episode = batch.anchor[:, -1, 0, 0, 0].long()
+        observation = batch.anchor[:, -1, 0, 0, 1].long() - (T_REC - 1)  # k of the newest frame
+        steps = torch.tensor([20 + int(e) for e in episode])
+        acted = observation < steps  # the episode's last observation has no action
+        torch.testing.assert_close(batch.action[acted, 0], episode[acted].float())
+        torch.testing.assert_close(batch.action[acted, 1], observation[acted].float())
+        torch.testing.assert_close(
+            batch.reward[acted], (100 * episode[acted] + observation[acted]).float()
+        )
+        assert torch.isnan(batch.action[~acted]).all() and torch.isnan(batch.reward[~acted]).all()
+    # Every episode's last observation is stored without an action.
+    assert np.isnan(store.frame_reward).sum() >= 10
 
 
 def test_clips_longer_than_the_recorded_ones(synthetic):
@@ -238,6 +259,7 @@ def test_reads_folders_of_videos_and_mixes_them_with_recordings(synthetic, tmp_p
 
     dm = ClipDataModule([str(videos)], clip_len=4, frame_size=16, max_gap=2, batch_size=8)
     assert dm.observation_shape == (4, 3, 16, 16) and dm.state_dim is None
+    assert dm.action_dim is None  # no actions in video files
     episodes = load_episodes([str(videos)], frame_size=16)
     assert [e.episode_id for e in episodes] == ["videos/a.mp4", "videos/b.MOV"]
     assert episodes[0].frames.shape == (14, 3, 16, 16) and episodes[0].states is None
@@ -245,6 +267,7 @@ def test_reads_folders_of_videos_and_mixes_them_with_recordings(synthetic, tmp_p
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     assert batch.anchor.shape == (8, 4, 3, 16, 16) and batch.state.shape == (8, 0)
+    assert batch.action.shape == (8, 0) and batch.reward.isnan().all()
     # Later frames are brighter: the positive starts after the anchor.
     assert (batch.positive.float().mean(dim=(1, 2, 3, 4)) > batch.anchor.float().mean()).any()
 
@@ -254,6 +277,7 @@ def test_reads_folders_of_videos_and_mixes_them_with_recordings(synthetic, tmp_p
     from_video = batch.episode == 10
     assert from_video.any() and (~from_video).any()
     assert batch.state[from_video].isnan().all() and batch.state[~from_video].isfinite().all()
+    assert mixed.action_dim == 2 and batch.reward[from_video].isnan().all()
 
 
 def test_corrupt_and_malformed_files_fail_naming_the_file(synthetic, tmp_path):

@@ -72,6 +72,11 @@ class ClipBatch(NamedTuple):
     # task states are NaN; (B, 0) when no source has task states.
     state: torch.Tensor
     episode: torch.Tensor  # (B,) int64 global episode index, to mask same-episode negatives
+    # (B, A) float32 action taken at the anchor's newest observation and (B,) float32 its
+    # reward, for outcome prediction; NaN rows where there is none (video files, an episode's
+    # last observation); (B, 0) actions when no source recorded actions.
+    action: torch.Tensor
+    reward: torch.Tensor
 
 
 class Episode(NamedTuple):
@@ -84,6 +89,8 @@ class Episode(NamedTuple):
 
     frames: np.ndarray  # (F, C, S, S) uint8, at frame_size S
     states: np.ndarray | None  # (F - clip_len + 1, D) float32, or None
+    actions: np.ndarray | None  # (F - clip_len, A) float32: the action at observation k, or None
+    rewards: np.ndarray | None  # (F - clip_len,) float32: its reward, or None
     source: str  # the manifest's data source, or "video"
     clip_len: int  # T of the recording
     episode_id: str  # stable id (module docstring), the key of the train/val split
@@ -99,6 +106,7 @@ class _Source(NamedTuple):
     height: int
     width: int
     state_dim: int | None
+    action_dim: int | None
     clip_len: int | None  # of the recording: from the manifest, else derived at load time
 
 
@@ -165,6 +173,7 @@ def _shard_source(path: Path, manifest: dict[str, Any] | None) -> _Source:
     try:
         frames = _npz_header(path, "frames")
         states = _npz_header(path, "states")
+        actions = _npz_header(path, "actions")
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
         raise ValueError(f"cannot read shard {str(path)!r}: {type(e).__name__}: {e}") from e
     if frames is None:
@@ -179,6 +188,9 @@ def _shard_source(path: Path, manifest: dict[str, Any] | None) -> _Source:
         if len(states[0]) != 2:
             raise ValueError(f"shard {str(path)!r} has states of shape {states[0]}; expected 2-D")
         state_dim = int(states[0][1])
+    if actions is None or len(actions[0]) != 2:
+        found = None if actions is None else actions[0]
+        raise ValueError(f"shard {str(path)!r} has actions of shape {found}; expected (steps, A)")
     return _Source(
         path=path,
         is_video=False,
@@ -187,6 +199,7 @@ def _shard_source(path: Path, manifest: dict[str, Any] | None) -> _Source:
         height=int(shape[2]),
         width=int(shape[3]),
         state_dim=state_dim,
+        action_dim=int(actions[0][1]),
         clip_len=int(manifest["clip_len"]) if manifest else None,
     )
 
@@ -218,7 +231,7 @@ def _video_source(path: Path) -> _Source:
             height, width = int(context.height), int(context.width)
     except (av.FFmpegError, OSError) as e:
         raise ValueError(f"cannot read video file {str(path)!r}: {e}") from e
-    return _Source(path, True, "video", 3, height, width, None, 1)
+    return _Source(path, True, "video", 3, height, width, None, None, 1)
 
 
 def _resolve(path: Path, video_extensions: tuple[str, ...]) -> list[_Source]:
@@ -317,12 +330,20 @@ def _load_shard(source: _Source, frame_size: int) -> list[Episode]:
                 f"shard {str(path)!r}: obs_starts must give steps + 1 states per episode"
             )
         states = states.astype(np.float32, copy=False)
+    actions = arrays["actions"].astype(np.float32, copy=False)
+    rewards = arrays["rewards"].astype(np.float32, copy=False)
+    if len(actions) != len(rewards):
+        raise ValueError(
+            f"shard {str(path)!r} has {len(actions)} actions but {len(rewards)} rewards"
+        )
     frames = resize_frames(frames, frame_size)
     folder_name = path.parent.name
     return [
         Episode(
             frames=frames[ep[i] : ep[i + 1]],
             states=None if obs is None else states[obs[i] : obs[i + 1]],
+            actions=actions[st[i] : st[i + 1]],
+            rewards=rewards[st[i] : st[i + 1]],
             source=source.source,
             clip_len=clip_len,
             episode_id=f"{folder_name}/{path.name}#{i}",
@@ -350,6 +371,8 @@ def _load_video(source: _Source, frame_size: int) -> Episode:
     return Episode(
         frames=np.concatenate(chunks),
         states=None,
+        actions=None,
+        rewards=None,
         source=source.source,
         clip_len=1,
         episode_id=f"{path.parent.name}/{path.name}",
@@ -409,30 +432,46 @@ class _ClipStore:
     worker shares their pages with the main process.
     """
 
-    def __init__(self, episodes: Sequence[Episode], clip_len: int, state_dim: int | None):
+    def __init__(
+        self,
+        episodes: Sequence[Episode],
+        clip_len: int,
+        state_dim: int | None,
+        action_dim: int | None = None,
+    ):
         self.clip_len = clip_len
         lengths = np.array([len(e.frames) for e in episodes], dtype=np.int64)
         self.frame_start = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
         self.frames = np.concatenate([e.frames for e in episodes])  # (N, C, S, S)
         # The task state of the observation whose newest frame is frame n (NaN where none).
         self.frame_state = np.full((len(self.frames), state_dim or 0), np.nan, np.float32)
+        # The action taken at that observation and its reward (NaN where none).
+        self.frame_action = np.full((len(self.frames), action_dim or 0), np.nan, np.float32)
+        self.frame_reward = np.full(len(self.frames), np.nan, np.float32)
         # First anchor start: the anchor's newest frame must be an observation's newest frame.
         self.first_anchor = np.array([max(0, e.clip_len - clip_len) for e in episodes], np.int64)
         for start, episode in zip(self.frame_start, episodes, strict=True):
             if episode.states is not None:
                 first = start + episode.clip_len - 1
                 self.frame_state[first : first + len(episode.states)] = episode.states
+            if episode.actions is not None and action_dim:
+                first = start + episode.clip_len - 1
+                self.frame_action[first : first + len(episode.actions)] = episode.actions
+                self.frame_reward[first : first + len(episode.rewards)] = episode.rewards
 
     def gather(self, pairs: np.ndarray) -> ClipBatch:
         """Pairs (B, 3) of (episode, anchor start in the episode, gap) -> a ClipBatch."""
         episode, start, gap = pairs[:, 0], pairs[:, 1], pairs[:, 2]
         anchor = self.frame_start[episode] + start  # (B,) global frame index
         index = anchor[:, None] + np.arange(self.clip_len)  # (B, T)
+        newest = anchor + self.clip_len - 1
         return ClipBatch(
             anchor=torch.from_numpy(self.frames[index]),
             positive=torch.from_numpy(self.frames[index + gap[:, None]]),
-            state=torch.from_numpy(self.frame_state[anchor + self.clip_len - 1]),
+            state=torch.from_numpy(self.frame_state[newest]),
             episode=torch.from_numpy(episode.astype(np.int64)),
+            action=torch.from_numpy(self.frame_action[newest]),
+            reward=torch.from_numpy(self.frame_reward[newest]),
         )
 
 
@@ -529,7 +568,8 @@ class ClipDataModule(L.LightningDataModule):
             on the same episodes.
         video_extensions: file suffixes read as video (case-insensitive).
 
-    ``observation_shape`` (T, C, S, S) and ``state_dim`` (D or None) are known after
+    ``observation_shape`` (T, C, S, S), ``state_dim`` (D or None) and ``action_dim`` (A of the
+    recordings, or None for video files alone) are known after
     ``__init__`` (from manifests and file headers); the frames are read in :meth:`setup`.
     """
 
@@ -564,28 +604,29 @@ class ClipDataModule(L.LightningDataModule):
         self.shift_pad, self.clips_per_epoch, self.seed = shift_pad, clips_per_epoch, seed
 
         self._sources = _resolve_all(self.paths, tuple(e.lower() for e in video_extensions))
+        channels = self._common("channels", "channels")
+        assert channels is not None  # every source has frames
         self.observation_shape: tuple[int, int, int, int] = (
             clip_len,
-            self._common("channels", {s.channels for s in self._sources}),
+            channels,
             frame_size,
             frame_size,
         )
-        dims = {s.state_dim for s in self._sources} - {None}
-        self.state_dim: int | None = self._common("task state sizes", dims) if dims else None
+        self.state_dim: int | None = self._common("task state sizes", "state_dim")
+        self.action_dim: int | None = self._common("action sizes", "action_dim")
 
         self._store: _ClipStore | None = None
         self.episode_ids: list[str] = []
         self.train_episodes = np.zeros(0, np.int64)  # global episode indices
         self.val_episodes = np.zeros(0, np.int64)
 
-    def _common(self, what: str, values: set[int]) -> int:
-        if len(values) != 1:
-            files = ", ".join(
-                f"{s.path}: {s.channels if what == 'channels' else s.state_dim}"
-                for s in self._sources
-            )
+    def _common(self, what: str, attribute: str) -> int | None:
+        """The one value of ``attribute`` the sources that have one share (None: none has)."""
+        values = {getattr(s, attribute) for s in self._sources} - {None}
+        if len(values) > 1:
+            files = ", ".join(f"{s.path}: {getattr(s, attribute)}" for s in self._sources)
             raise ValueError(f"sources disagree on {what} ({files}); use one kind per run")
-        return values.pop()
+        return values.pop() if values else None
 
     # ----------------------------------------------------------------- setup
 
@@ -601,7 +642,7 @@ class ClipDataModule(L.LightningDataModule):
         self.train_episodes, self.val_episodes = split_episodes(
             self.episode_ids, self.val_fraction, self.seed
         )
-        self._store = _ClipStore(episodes, self.clip_len, self.state_dim)
+        self._store = _ClipStore(episodes, self.clip_len, self.state_dim, self.action_dim)
 
     def _check_lengths(self, episodes: Sequence[Episode], path: Path) -> None:
         for i, episode in enumerate(episodes):

@@ -8,6 +8,14 @@ other positions are neither positives nor negatives (masked out), so pairs never
 and the encoder is not pushed to tell apart two moments of one shift that look alike.
 Augmentation (random shift) comes from :class:`~v2p.data.clips.ClipDataModule`.
 
+Optional outcome prediction (``reward_weight > 0``, recordings only): a head predicts the
+reward of the action taken at the anchor's newest observation from ``(encoder(anchor),
+action)``, as UNREAL's reward prediction (Jaderberg et al. 2016, arXiv:1611.05397) does. Why:
+the contrastive task alone encodes every frame of a clip about equally (a clip is matched by
+the frames it shares with a later clip, and a clip's newest frames are never in an earlier
+one), while a policy acts on what the newest frame shows. Predicting the outcome of the action
+makes the latent carry what decides it. Video files have no actions and cannot use it.
+
 Validation reports the InfoNCE loss on unaugmented clips and a linear probe: the R^2 of the
 recorded task state predicted from frozen latents (:func:`~v2p.models.probe.linear_probe_r2`).
 
@@ -54,6 +62,11 @@ class EncoderPretrainModule(L.LightningModule):
         projection_dim: size of the contrastive embedding.
         temperature: InfoNCE temperature.
         momentum: EMA rate of the target encoder and projector (1 = frozen).
+        action_dim: size of the recorded actions (linked from the data module; None for
+            video files).
+        reward_weight: weight of the outcome-prediction loss (module docstring); 0 turns it
+            off. The loss is the mean squared error of batch-standardised rewards, so 1 - loss
+            is the head's R^2 and the weight does not depend on the reward's units.
         lr, weight_decay: AdamW.
         probe_ridge: ridge strength of the validation linear probe.
     """
@@ -70,6 +83,8 @@ class EncoderPretrainModule(L.LightningModule):
         projection_dim: int = 128,
         temperature: float = 0.1,
         momentum: float = 0.99,
+        action_dim: int | None = None,
+        reward_weight: float = 0.0,
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
         probe_ridge: float = 1e-3,
@@ -80,12 +95,24 @@ class EncoderPretrainModule(L.LightningModule):
         check_scalar("lr", lr, gt=0.0)
         check_scalar("weight_decay", weight_decay, ge=0.0)
         check_scalar("probe_ridge", probe_ridge, gt=0.0)
+        check_scalar("reward_weight", reward_weight, ge=0.0)
+        if reward_weight > 0 and not action_dim:
+            raise ValueError(
+                f"reward_weight={reward_weight} needs recorded actions and rewards, but "
+                f"action_dim is {action_dim!r}: pretrain on `v2p record` recordings, or set "
+                "reward_weight: 0 for video files"
+            )
         self.save_hyperparameters()
         self.encoder = encoder_from_hparams(self.hparams)
         self.projector = projection_head(latent_dim, 2 * projection_dim, projection_dim)
         self.predictor = projection_head(projection_dim, 2 * projection_dim, projection_dim)
         self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
         self.target_projector = copy.deepcopy(self.projector).requires_grad_(False)
+        self.reward_head = (
+            projection_head(latent_dim + action_dim, 2 * projection_dim, 1)
+            if reward_weight > 0
+            else None
+        )
         self._val_latents: list[torch.Tensor] = []
         self._val_states: list[torch.Tensor] = []
         self._val_episodes: list[torch.Tensor] = []
@@ -111,10 +138,33 @@ class EncoderPretrainModule(L.LightningModule):
         accuracy = (logits.argmax(dim=1) == labels).float().mean()
         return loss, accuracy
 
+    def reward_loss(self, batch: Any) -> torch.Tensor | None:
+        """Mean squared error of the predicted, batch-standardised reward of the anchor's
+        action (rows with a recorded reward only); None when the batch has fewer than two."""
+        known = torch.isfinite(batch.reward)
+        if int(known.sum()) < 2:  # a host sync, once per step: cheap beside the clip encoder
+            return None
+        reward = batch.reward[known]
+        target = (reward - reward.mean()) / reward.std().clamp_min(1e-6)
+        z = self.encoder(batch.anchor[known])
+        predicted = self.reward_head(torch.cat([z, batch.action[known].to(z.dtype)], dim=1))
+        return F.mse_loss(predicted.squeeze(1).float(), target)
+
+    def losses(self, batch: Any) -> dict[str, torch.Tensor]:
+        """The weighted total (``loss``) and its parts, for training and validation."""
+        contrast, accuracy = self.contrastive_loss(batch.anchor, batch.positive, batch.episode)
+        parts = {"loss": contrast, "contrast": contrast.detach(), "accuracy": accuracy}
+        if self.reward_head is not None:
+            reward = self.reward_loss(batch)
+            if reward is not None:
+                parts["loss"] = contrast + self.hparams.reward_weight * reward
+                parts["reward_r2"] = 1.0 - reward.detach()
+        return parts
+
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        loss, accuracy = self.contrastive_loss(batch.anchor, batch.positive, batch.episode)
-        self.log_dict({"train/loss": loss, "train/accuracy": accuracy}, prog_bar=True)
-        return loss
+        parts = self.losses(batch)
+        self.log_dict({f"train/{k}": v for k, v in parts.items()}, prog_bar=True)
+        return parts["loss"]
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         # The momentum target follows the online networks after every optimiser step.
@@ -132,13 +182,15 @@ class EncoderPretrainModule(L.LightningModule):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         params = [*self.encoder.parameters(), *self.projector.parameters(),
                   *self.predictor.parameters()]
+        if self.reward_head is not None:
+            params += list(self.reward_head.parameters())
         return torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
 
     # ------------------------------------------------------------ validation
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        loss, accuracy = self.contrastive_loss(batch.anchor, batch.positive, batch.episode)
-        self.log_dict({"val/loss": loss, "val/accuracy": accuracy}, prog_bar=True)
+        parts = self.losses(batch)
+        self.log_dict({f"val/{k}": v for k, v in parts.items()}, prog_bar=True)
         self._val_latents.append(self.encoder(batch.anchor).float())
         self._val_states.append(batch.state.float())
         self._val_episodes.append(batch.episode)
