@@ -55,8 +55,8 @@ BENCHES: tuple[Bench, ...] = (
     ),
     Bench(
         "learn_state_early",
-        ("learn.py", "--task", "state", "--seeds", "0", "1", "2", "--steps", "6000",
-         "--eval-every", "250"),
+        ("learn.py", "--task", "state", "--seeds", "0", "1", "2", "--steps", "4000",
+         "--eval-every", "100"),
         ("learn.py", "--task", "state", "--seeds", "0", "--steps", "1500", "--eval-every", "250"),
         needs="stable_baselines3",
     ),
