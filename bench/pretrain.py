@@ -12,9 +12,10 @@
    scored on disjoint validation episodes (:func:`v2p.models.probe.linear_probe_r2`), for the
    pretrained encoder and for a randomly initialised encoder of the same architecture.
 4. SAC with ``configs/dishwashing_video.yaml`` for ``--sac-updates`` updates, end to end, on
-   the frozen pretrained encoder, on a frozen randomly initialised encoder (a control), and
-   fine-tuning the pretrained encoder, same seed: expected profit at the same env steps, and
-   the wall-clock of the SAC runs.
+   the frozen pretrained encoder, on a frozen randomly initialised encoder (a control),
+   fine-tuning the pretrained encoder, and on the frozen pretrained trunk with a fresh head
+   trained by the critic (``freeze_encoder=trunk``, ``reset_encoder_head=true``), same seed:
+   expected profit at the same env steps, and the wall-clock of the SAC runs.
 """
 
 from __future__ import annotations
@@ -179,6 +180,11 @@ def sac_comparison(
             f"--model.init_args.encoder_ckpt={random_ckpt}", *frozen
         ],
         "fine-tuned pretrained encoder": [f"--model.init_args.encoder_ckpt={ckpt}"],
+        "frozen pretrained trunk, fresh head": [
+            f"--model.init_args.encoder_ckpt={ckpt}",
+            "--model.init_args.freeze_encoder=trunk",
+            "--model.init_args.reset_encoder_head=true",
+        ],
     }
     lines = [
         f"SAC, configs/dishwashing_video.yaml, {updates:,} updates, seed {seed}; ceiling "
@@ -203,11 +209,13 @@ def sac_comparison(
             f"| {name} | {curve.env_steps[-1]:,} | {profit:.2f} ({profit / ceiling:.1%}) | "
             f"{curve.seconds[-1]:.0f} |"
         )
-    (e2e, e2e_s), (frozen, frozen_s), *_ = results.values()
+    (e2e, e2e_s), (frozen, frozen_s), *_, (trunk, trunk_s) = results.values()
     lines += [
         "",
         f"Frozen / end to end: {frozen / e2e:.1%} of the profit in {frozen_s / e2e_s:.0%} of the "
         "SAC wall-clock (pretraining not included).",
+        f"Frozen trunk, fresh head / end to end: {trunk / e2e:.1%} of the profit in "
+        f"{trunk_s / e2e_s:.0%} of the SAC wall-clock.",
     ]
     return lines
 

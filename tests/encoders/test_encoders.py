@@ -77,6 +77,16 @@ def test_output_shape_and_attributes(encoders: dict[str, nn.Module], arch: str) 
 
 
 @pytest.mark.parametrize("arch", ENCODER_ARCHS)
+def test_trunk_and_head_split_every_parameter(encoders: dict[str, nn.Module], arch: str) -> None:
+    enc = encoders[arch]
+    trunk = {id(p) for p in enc.trunk.parameters()}
+    head = {id(p) for p in enc.head.parameters()}
+    assert trunk and head and not trunk & head
+    assert trunk | head == {id(p) for p in enc.parameters()}
+    assert isinstance(list(enc.head.children())[-1], nn.LayerNorm)  # the head makes the latent
+
+
+@pytest.mark.parametrize("arch", ENCODER_ARCHS)
 def test_latent_dim_is_configurable(arch: str) -> None:
     if arch == "r3d18":
         enc = R3D18Encoder(CLIP, latent_dim=5)

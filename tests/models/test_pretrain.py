@@ -123,6 +123,32 @@ def test_unfrozen_encoder_is_fine_tuned(tmp_path):
     assert any(changed)
 
 
+def test_trunk_freezing_trains_only_a_fresh_head(tmp_path):
+    path = tmp_path / "pretrain.ckpt"
+    pretrained = pretrain_checkpoint(path).encoder
+    model, dm, trainer = _video_run(
+        tmp_path, encoder_ckpt=str(path), freeze_encoder="trunk", reset_encoder_head=True
+    )
+    fresh_head = [p.clone() for p in model.encoder.head.parameters()]
+    for mine, loaded in zip(fresh_head, pretrained.head.parameters(), strict=True):
+        assert not torch.equal(mine, loaded)  # re-initialised, not the checkpoint's
+    trainer.fit(model, dm)
+    for mine, loaded in zip(model.encoder.trunk.parameters(), pretrained.trunk.parameters(),
+                            strict=True):
+        torch.testing.assert_close(mine, loaded, rtol=0, atol=0)
+    assert all(  # the critic trained the head
+        not torch.equal(a, b)
+        for a, b in zip(model.encoder.head.parameters(), fresh_head, strict=True)
+    )
+
+
+def test_bad_freeze_settings_are_named(tmp_path):
+    with pytest.raises(ValueError, match=r"freeze_encoder must be.*'convs'"):
+        SACModule(CLIP, [0.0], [1.0], freeze_encoder="convs", **_sac_encoder())
+    with pytest.raises(ValueError, match=r"reset_encoder_head.*encoder_ckpt"):
+        SACModule(CLIP, [0.0], [1.0], reset_encoder_head=True, **_sac_encoder())
+
+
 def test_missing_corrupt_and_incompatible_encoder_checkpoints_fail_clearly(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"nowhere\.ckpt"):
         SACModule(CLIP, [0.0], [1.0], encoder_ckpt=str(tmp_path / "nowhere.ckpt"), **_sac_encoder())

@@ -26,8 +26,9 @@ def build_encoder(
 
     `hidden_dim` is used by mlp only, `channels` by the simple CNNs, `weights_path` by r3d18,
     `channels_last` (channels-last memory format for the convolutions) by the clip encoders.
-    Every encoder has `latent_dim` and `obs_shape` attributes and maps `(B, *obs_shape)` to
-    `(B, latent_dim)`.
+    Every encoder has `latent_dim` and `obs_shape` attributes, maps `(B, *obs_shape)` to
+    `(B, latent_dim)`, and splits into a `trunk` (the feature extractor) and a `head` (the last
+    Linear + LayerNorm that makes the latent); together they hold every parameter.
     """
     if arch not in ENCODER_ARCHS:
         raise ValueError(

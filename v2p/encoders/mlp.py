@@ -47,6 +47,16 @@ class MLPEncoder(nn.Module):
         layers.append(nn.LayerNorm(latent_dim))
         self.net = nn.Sequential(*layers)
 
+    @property
+    def trunk(self) -> nn.Module:
+        """The hidden layers: what ``freeze_encoder="trunk"`` keeps fixed."""
+        return self.net[:-2]
+
+    @property
+    def head(self) -> nn.Module:
+        """The last Linear and the LayerNorm."""
+        return self.net[-2:]
+
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         check_obs_shape("MLPEncoder", obs, self.obs_shape)  # (B, obs_dim)
         if not obs.is_floating_point():

@@ -90,6 +90,16 @@ class Simple2DCNN(nn.Module):
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.convs.to(memory_format=self.memory_format)
 
+    @property
+    def trunk(self) -> nn.Module:
+        """The per-frame CNN: what ``freeze_encoder="trunk"`` keeps fixed."""
+        return self.convs
+
+    @property
+    def head(self) -> nn.Module:
+        """The temporal fusion (Linear + LayerNorm) that maps frame features to the latent."""
+        return self.fuse
+
     def forward(self, clip: torch.Tensor) -> torch.Tensor:
         check_obs_shape("Simple2DCNN", clip, self.obs_shape)
         b, t, c, h, w = clip.shape
@@ -140,6 +150,11 @@ class Simple3DCNN(nn.Module):
         self.head = nn.Sequential(nn.Linear(flat_dim, latent_dim), nn.LayerNorm(latent_dim))
         self.memory_format = torch.channels_last_3d if channels_last else torch.contiguous_format
         self.convs.to(memory_format=self.memory_format)
+
+    @property
+    def trunk(self) -> nn.Module:
+        """The 3D convolutions; ``head`` (Linear + LayerNorm) maps their output to the latent."""
+        return self.convs
 
     def forward(self, clip: torch.Tensor) -> torch.Tensor:
         check_obs_shape("Simple3DCNN", clip, self.obs_shape)
@@ -202,6 +217,11 @@ class R3D18Encoder(nn.Module):
         self.register_buffer("std", std, persistent=False)  # (1, C, 1, 1, 1)
         self.memory_format = torch.channels_last_3d if channels_last else torch.contiguous_format
         self.backbone.to(memory_format=self.memory_format)
+
+    @property
+    def trunk(self) -> nn.Module:
+        """The R3D-18 backbone; ``head`` (Linear + LayerNorm) maps its 512 features to z."""
+        return self.backbone
 
     def forward(self, clip: torch.Tensor) -> torch.Tensor:
         check_obs_shape("R3D18Encoder", clip, self.obs_shape)

@@ -25,7 +25,7 @@ import copy
 import os
 import random
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import numpy as np
@@ -62,8 +62,14 @@ class SACModule(L.LightningModule):
             (pays on a GPU with bf16 autocast, ``--trainer.precision=bf16-mixed``).
         encoder_ckpt: a pretraining (or SAC) checkpoint whose encoder weights start this
             model's encoder; its architecture, latent size and observation shape must match.
-        freeze_encoder: keep the encoder's weights fixed (no gradients, eval mode); otherwise
-            the critic loss fine-tunes it.
+        freeze_encoder: ``false``: the critic loss trains the whole encoder; ``true``: keep its
+            weights fixed (no gradients, eval mode); ``trunk``: keep the feature extractor
+            fixed (eval mode) and let the critic train the encoder's head, the Linear +
+            LayerNorm that makes the latent (a frozen backbone with a trained projection).
+        reset_encoder_head: re-initialise the head after loading ``encoder_ckpt`` (with
+            ``freeze_encoder: trunk``: pretrained features, a fusion learnt for this task).
+            A pretrained head is a poor start for SAC on the dishwashing video
+            (docs/benchmarks.md).
         novelty_ckpt: a trained :class:`~v2p.models.novelty.LatentDiffusionNovelty` checkpoint
             (frozen) that scores every batch's latents; it must have been trained on this
             encoder's latents, so use it with the same pretrained, frozen encoder.
@@ -107,7 +113,8 @@ class SACModule(L.LightningModule):
         encoder_weights_path: str | None = None,
         encoder_channels_last: bool = False,
         encoder_ckpt: str | None = None,
-        freeze_encoder: bool = False,
+        freeze_encoder: bool | Literal["trunk"] = False,
+        reset_encoder_head: bool = False,
         novelty_ckpt: str | None = None,
         novelty_online: bool = False,
         novelty_lr: float = 1e-3,
@@ -145,6 +152,15 @@ class SACModule(L.LightningModule):
         if novelty_batch is not None:
             check_int("novelty_batch", novelty_batch, ge=2)
         check_int("novelty_calibration_updates", novelty_calibration_updates, ge=1)
+        if not (isinstance(freeze_encoder, bool) or freeze_encoder == "trunk"):
+            raise ValueError(
+                f"freeze_encoder must be one of true, false or 'trunk', got {freeze_encoder!r}"
+            )
+        if reset_encoder_head and encoder_ckpt is None:
+            raise ValueError(
+                "reset_encoder_head re-initialises the head of a loaded encoder; set "
+                "encoder_ckpt too"
+            )
         if len(action_low) != len(action_high) or not len(action_low):
             raise ValueError(f"action_low {action_low} and action_high {action_high} must match")
         self.save_hyperparameters()
@@ -156,11 +172,17 @@ class SACModule(L.LightningModule):
         self.encoder = encoder_from_hparams(self.hparams)
         if encoder_ckpt is not None:
             load_encoder_weights(self.encoder, encoder_ckpt)
-        self.encoder.requires_grad_(not freeze_encoder)
+        if reset_encoder_head:
+            for module in self.encoder.head.modules():
+                if hasattr(module, "reset_parameters"):
+                    module.reset_parameters()
+        self.encoder.requires_grad_(freeze_encoder is not True)
+        if freeze_encoder == "trunk":
+            self.encoder.trunk.requires_grad_(False)
         self.novelty = build_novelty_model(
             latent_dim, novelty_ckpt, novelty_online, novelty_hidden_dim
         )
-        if novelty_ckpt is not None and not freeze_encoder:
+        if novelty_ckpt is not None and freeze_encoder is not True:
             rank_zero_warn(
                 "novelty_ckpt scores latents of a fine-tuned encoder, which drift away from the "
                 "latents it was trained on; freeze the encoder or use novelty_online=true"
@@ -214,13 +236,15 @@ class SACModule(L.LightningModule):
 
     def train(self, mode: bool = True) -> SACModule:
         super().train(mode)
-        if self.hparams.freeze_encoder:
+        if self.hparams.freeze_encoder is True:
             self.encoder.eval()  # a frozen encoder's BatchNorm statistics stay fixed too
+        elif self.hparams.freeze_encoder == "trunk":
+            self.encoder.trunk.eval()
         return self
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         hp = self.hparams
-        encoder = [] if hp.freeze_encoder else list(self.encoder.parameters())
+        encoder = [p for p in self.encoder.parameters() if p.requires_grad]
         groups = [
             {"params": [*encoder, *self.critic.parameters()], "lr": hp.critic_lr},
             {"params": list(self.actor.parameters()), "lr": hp.actor_lr},
@@ -304,7 +328,7 @@ class SACModule(L.LightningModule):
             target_q = reward + hp.gamma * (1.0 - s.terminated) * soft_value  # (B,)
 
         # (B, latent_dim), trained by the critic loss only (unless frozen)
-        with torch.set_grad_enabled(not hp.freeze_encoder):
+        with torch.set_grad_enabled(hp.freeze_encoder is not True):
             z = self.encoder(s.obs)
         q1, q2 = self.critic(z, s.action)
         if s.weight is None:
