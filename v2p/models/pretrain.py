@@ -120,12 +120,20 @@ class EncoderPretrainModule(L.LightningModule):
     # ------------------------------------------------------------------ loss
 
     def contrastive_loss(
-        self, anchor: torch.Tensor, positive: torch.Tensor, episode: torch.Tensor
+        self,
+        anchor: torch.Tensor,
+        positive: torch.Tensor,
+        episode: torch.Tensor,
+        latents: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Symmetric InfoNCE of (anchor, positive) pairs; returns (loss, top-1 accuracy)."""
-        queries = torch.cat([anchor, positive])
+        """Symmetric InfoNCE of (anchor, positive) pairs; returns (loss, top-1 accuracy).
+
+        ``latents``: ``encoder(cat([anchor, positive]))`` when the caller already has it.
+        """
+        if latents is None:
+            latents = self.encoder(torch.cat([anchor, positive]))
         keys = torch.cat([positive, anchor])
-        q = F.normalize(self.predictor(self.projector(self.encoder(queries))), dim=1)
+        q = F.normalize(self.predictor(self.projector(latents)), dim=1)
         with torch.no_grad():
             k = F.normalize(self.target_projector(self.target_encoder(keys)), dim=1)
         episodes = torch.cat([episode, episode])
@@ -138,31 +146,37 @@ class EncoderPretrainModule(L.LightningModule):
         accuracy = (logits.argmax(dim=1) == labels).float().mean()
         return loss, accuracy
 
-    def reward_loss(self, batch: Any) -> torch.Tensor | None:
-        """Mean squared error of the predicted, batch-standardised reward of the anchor's
-        action (rows with a recorded reward only); None when the batch has fewer than two."""
+    def reward_loss(self, z: torch.Tensor, batch: Any) -> torch.Tensor | None:
+        """Mean squared error of the predicted, batch-standardised reward of each anchor's
+        action from its latent ``z`` (rows with a recorded reward only); None when the batch
+        has fewer than two."""
         known = torch.isfinite(batch.reward)
         if int(known.sum()) < 2:  # a host sync, once per step: cheap beside the clip encoder
             return None
         reward = batch.reward[known]
         target = (reward - reward.mean()) / reward.std().clamp_min(1e-6)
-        z = self.encoder(batch.anchor[known])
+        z = z[known]
         predicted = self.reward_head(torch.cat([z, batch.action[known].to(z.dtype)], dim=1))
         return F.mse_loss(predicted.squeeze(1).float(), target)
 
-    def losses(self, batch: Any) -> dict[str, torch.Tensor]:
-        """The weighted total (``loss``) and its parts, for training and validation."""
-        contrast, accuracy = self.contrastive_loss(batch.anchor, batch.positive, batch.episode)
+    def losses(self, batch: Any) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """The weighted total (``loss``) and its parts, and the anchors' latents; the online
+        encoder runs once per clip for all of them."""
+        latents = self.encoder(torch.cat([batch.anchor, batch.positive]))
+        z_anchor = latents[: len(batch.anchor)]
+        contrast, accuracy = self.contrastive_loss(
+            batch.anchor, batch.positive, batch.episode, latents
+        )
         parts = {"loss": contrast, "contrast": contrast.detach(), "accuracy": accuracy}
         if self.reward_head is not None:
-            reward = self.reward_loss(batch)
+            reward = self.reward_loss(z_anchor, batch)
             if reward is not None:
                 parts["loss"] = contrast + self.hparams.reward_weight * reward
                 parts["reward_r2"] = 1.0 - reward.detach()
-        return parts
+        return parts, z_anchor
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        parts = self.losses(batch)
+        parts, _ = self.losses(batch)
         self.log_dict({f"train/{k}": v for k, v in parts.items()}, prog_bar=True)
         return parts["loss"]
 
@@ -189,9 +203,9 @@ class EncoderPretrainModule(L.LightningModule):
     # ------------------------------------------------------------ validation
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        parts = self.losses(batch)
+        parts, z_anchor = self.losses(batch)
         self.log_dict({f"val/{k}": v for k, v in parts.items()}, prog_bar=True)
-        self._val_latents.append(self.encoder(batch.anchor).float())
+        self._val_latents.append(z_anchor.float())
         self._val_states.append(batch.state.float())
         self._val_episodes.append(batch.episode)
 
