@@ -176,13 +176,13 @@ class SACModule(L.LightningModule):
             for module in self.encoder.head.modules():
                 if hasattr(module, "reset_parameters"):
                     module.reset_parameters()
-        self.encoder.requires_grad_(freeze_encoder is not True)
+        self.encoder.requires_grad_(self.encoder_learns)
         if freeze_encoder == "trunk":
             self.encoder.trunk.requires_grad_(False)
         self.novelty = build_novelty_model(
             latent_dim, novelty_ckpt, novelty_online, novelty_hidden_dim
         )
-        if novelty_ckpt is not None and freeze_encoder is not True:
+        if novelty_ckpt is not None and self.encoder_learns:
             rank_zero_warn(
                 "novelty_ckpt scores latents of a fine-tuned encoder, which drift away from the "
                 "latents it was trained on; freeze the encoder or use novelty_online=true"
@@ -233,6 +233,11 @@ class SACModule(L.LightningModule):
             torch.manual_seed(torch.initial_seed() + self.trainer.global_rank)
 
     # ---------------------------------------------------------------- updates
+
+    @property
+    def encoder_learns(self) -> bool:
+        """Whether the critic loss trains any encoder weight (all of them, or the head)."""
+        return self.hparams.freeze_encoder is not True
 
     def train(self, mode: bool = True) -> SACModule:
         super().train(mode)
@@ -328,7 +333,7 @@ class SACModule(L.LightningModule):
             target_q = reward + hp.gamma * (1.0 - s.terminated) * soft_value  # (B,)
 
         # (B, latent_dim), trained by the critic loss only (unless frozen)
-        with torch.set_grad_enabled(hp.freeze_encoder is not True):
+        with torch.set_grad_enabled(self.encoder_learns):
             z = self.encoder(s.obs)
         q1, q2 = self.critic(z, s.action)
         if s.weight is None:
