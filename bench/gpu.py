@@ -68,9 +68,10 @@ class _UpdateClock(L.Callback):
 def sac_updates_per_second(device: torch.device, compiled: bool, updates: int) -> float:
     L.seed_everything(0, verbose=False)
     # One env step per 64 updates: the loop is dominated by updates, as on a GPU it should be.
+    # The replay sits on the GPU, so a batch needs no host-to-device copy.
     dm = RolloutDataModule(
         num_envs=1, batch_size=256, warmup_steps=256, updates_per_step=64,
-        updates_per_epoch=10**9, buffer_size=10_000,
+        updates_per_epoch=10**9, buffer_size=10_000, replay_on_device=device.type == "cuda",
     )
     mode = "reduce-overhead" if device.type == "cuda" else "default"
     model = SACModule(
@@ -145,6 +146,19 @@ def cli_run(device: torch.device, updates: int) -> tuple[float, bool]:
         return time.perf_counter() - start, result.returncode == 0
 
 
+def attempt(what: str, measure, *args, **kwargs) -> float | None:
+    """Run one measurement; a failure prints its cause and leaves that row unmeasured."""
+    try:
+        return measure(*args, **kwargs)
+    except Exception as error:  # one broken row must not lose the others
+        progress(f"{what} failed: {type(error).__name__}: {error}")
+        return None
+
+
+def figure(value: float | None, fmt: str = "{:,.0f}") -> str:
+    return "failed (see the log)" if value is None else fmt.format(value)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
@@ -164,24 +178,35 @@ def main() -> None:
     device = torch.device(name)
     label = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     n = 1 if args.quick else 5
-    progress(f"measuring on {label}")
-    eager = sac_updates_per_second(device, compiled=False, updates=200 * n)
-    compiled = sac_updates_per_second(device, compiled=True, updates=200 * n)
-    print(f"| SAC updates/s, eager ({label}) | {eager:,.0f} | | |")
-    print(f"| SAC updates/s, compiled | {compiled:,.0f} ({compiled / eager:.2f}x) | 2x eager | "
-          f"{'yes' if compiled >= 2 * eager else 'no'} |")
-    batch = 64 if device.type == "cuda" else 4
+    progress(f"measuring on {label}, torch {torch.__version__}")
+    eager = attempt("eager SAC", sac_updates_per_second, device, False, 200 * n)
+    compiled = attempt("compiled SAC", sac_updates_per_second, device, True, 200 * n)
+    print(f"| SAC updates/s, eager ({label}) | {figure(eager)} | | |")
+    if eager and compiled:
+        print(f"| SAC updates/s, compiled | {compiled:,.0f} ({compiled / eager:.2f}x) | 2x eager "
+              f"| {'yes' if compiled >= 2 * eager else 'no'} |")
+    else:
+        print(f"| SAC updates/s, compiled | {figure(compiled)} | 2x eager | no |")
+    # Clips/s depends on the batch: report a modest and a large one rather than pick the best.
+    batches = (64, 256) if device.type == "cuda" else (4,)
     iters = 10 * n if device.type == "cuda" else 2
     for arch, title in (("r3d18", "R3D-18"), ("simple3dcnn", "Simple3DCNN")):
-        train = encoder_clips_per_second(arch, device, batch, iters, train=True)
-        infer = encoder_clips_per_second(arch, device, batch, iters, train=False)
-        target, met = ("3,000", "yes" if train >= 3000 else "no") if arch == "r3d18" else ("", "")
-        print(f"| {title} train clips/s, 8x64x64 bf16 | {train:,.0f} | {target} | {met} |")
-        print(f"| {title} inference clips/s, 8x64x64 bf16 | {infer:,.0f} | | |")
-    rate = novelty_latents_per_second(device, 4096, 20 * n)
-    print(f"| novelty scoring latents/s | {rate:,.0f} | | |")
-    seconds, ok = cli_run(device, updates=100 if args.quick else 500)
-    print(f"| CLI fit, video config, {100 if args.quick else 500} updates | {seconds:.0f} s, "
+        for batch in batches:
+            measure = encoder_clips_per_second
+            train = attempt(f"{title} training", measure, arch, device, batch, iters, True)
+            infer = attempt(f"{title} inference", measure, arch, device, batch, iters, False)
+            target, met = "", ""
+            if arch == "r3d18":
+                target, met = "3,000", "yes" if train and train >= 3000 else "no"
+            print(f"| {title} train clips/s, 8x64x64 bf16, batch {batch} | {figure(train)} "
+                  f"| {target} | {met} |")
+            print(f"| {title} inference clips/s, 8x64x64 bf16, batch {batch} | {figure(infer)} "
+                  "| | |")
+    rate = attempt("novelty scoring", novelty_latents_per_second, device, 4096, 20 * n)
+    print(f"| novelty scoring latents/s, batch 4096 | {figure(rate)} | | |")
+    updates = 100 if args.quick else 500
+    seconds, ok = cli_run(device, updates)
+    print(f"| CLI fit, video config, {updates} updates | {seconds:.0f} s, "
           f"{'finished' if ok else 'FAILED'} | | |")
 
 

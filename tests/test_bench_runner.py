@@ -9,6 +9,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import bench.run_all as runner  # noqa: E402
 from bench.run_all import BENCHES, replace_block  # noqa: E402
 
 
@@ -36,3 +37,15 @@ def test_every_benchmark_script_exists_and_every_doc_block_is_known():
     assert set(blocks) <= names | {"machine"}  # and each one a benchmark the runner knows
     for name in blocks:
         assert docs.count(f"<!-- /bench:{name} -->") == 1
+
+
+def test_without_a_gpu_the_gpu_block_keeps_the_figures_a_gpu_machine_wrote(tmp_path, monkeypatch):
+    monkeypatch.setattr(runner, "cuda_available", lambda: False)
+    ran = []
+    monkeypatch.setattr(runner, "run", lambda bench, quick: ran.append(bench.name))
+    out = tmp_path / "benchmarks.md"
+    measured = "<!-- bench:gpu -->\n| SAC updates/s, compiled | 322 |\n<!-- /bench:gpu -->"
+    out.write_text(f"# B\n\n{measured}\n")
+    assert runner.main(["--only", "gpu", "--out", str(out)]) == 0
+    assert ran == []  # the script was not run at all
+    assert measured in out.read_text()
