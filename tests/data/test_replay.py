@@ -606,3 +606,65 @@ def test_device_mirror_samples_what_the_numpy_storage_samples(make) -> None:
     restored.to_device("cpu")
     restored.load_state_dict(host.state_dict())
     assert_samples_equal(a, restored.sample(64, np.random.default_rng(3)))
+
+
+# ------------------------------------------------------------- frame features
+
+
+def _frame_features(frames: np.ndarray) -> np.ndarray:
+    """A fixed per-frame function standing in for a frozen CNN: channel means and one pixel."""
+    f = frames.astype(np.float32)
+    return np.concatenate([f.mean(axis=(2, 3)), f[:, :, 0, 0]], axis=1)  # (K, 2C)
+
+
+FEATURE_DIM = 2 * FRAME_SHAPE[0]
+
+
+def _feature_buffer() -> ReplayBuffer:
+    buffer = video_buffer(capacity=2 * 16, num_envs=2, frame_stack=3)
+    buffer.store_frame_features(_frame_features, FEATURE_DIM)
+    return buffer
+
+
+def test_a_frame_feature_buffer_samples_the_features_of_the_pixel_sample() -> None:
+    """Same transitions, same draw: the feature stacks are the pixel stacks, frame by frame,
+    through the encoder, across episode starts (repeat-padding) and ring wrap-around."""
+    pixels, features = video_buffer(2 * 16, 2, 3), _feature_buffer()
+    for buffer in (pixels, features):
+        fill_video(buffer, FrameHistoryEnv(2, 3, min_len=1, max_len=7, seed=3), steps=45)
+    a = pixels.sample(500, np.random.default_rng(0))
+    b = features.sample(500, np.random.default_rng(0))
+    for clips, stacks in ((a.obs, b.obs), (a.next_obs, b.next_obs)):
+        expected = _frame_features(clips.reshape(-1, *FRAME_SHAPE).numpy()).reshape(500, 3, -1)
+        assert stacks.dtype == torch.float32 and stacks.shape == (500, 3, FEATURE_DIM)
+        np.testing.assert_array_equal(stacks.numpy(), expected)
+    for name in ("action", "reward", "err", "terminated", "source", "index"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+
+
+def test_a_frame_feature_buffer_round_trips_and_refuses_a_pixel_buffer_state() -> None:
+    original = _feature_buffer()
+    fill_video(original, FrameHistoryEnv(2, 3, min_len=2, max_len=7, seed=3), steps=45)
+    restored, mirrored = _feature_buffer(), _feature_buffer()
+    mirrored.to_device("cpu")
+    for buffer in (restored, mirrored):
+        buffer.load_state_dict(original.state_dict())
+    for buffer in (original, restored, mirrored):
+        _continue(buffer)  # continuing an episode checks the restored newest raw frames
+    reference = original.sample(64, np.random.default_rng(6))
+    assert_samples_equal(reference, restored.sample(64, np.random.default_rng(6)))
+    assert_samples_equal(reference, mirrored.sample(64, np.random.default_rng(6)))
+    with pytest.raises(ValueError, match=r"'frame_features' is 6.*built with 0"):
+        video_buffer(2 * 16, 2, 3).load_state_dict(original.state_dict())
+
+
+def test_frame_features_need_an_empty_video_buffer_and_features_of_the_stated_size() -> None:
+    state = ReplayBuffer(capacity=24, num_envs=3, obs_shape=(OBS_DIM,), action_dim=ACTION_DIM)
+    with pytest.raises(ValueError, match="needs a video buffer"):
+        state.store_frame_features(_frame_features, FEATURE_DIM)
+    with pytest.raises(RuntimeError, match="empty buffer"):
+        _filled_video_buffer().store_frame_features(_frame_features, FEATURE_DIM)
+    wrong = video_buffer(2 * 16, 2, 3)
+    wrong.store_frame_features(_frame_features, FEATURE_DIM + 1)
+    with pytest.raises(ValueError, match=r"features of shape \(4, 6\).*expected \(4, 7\)"):
+        fill_video(wrong, FrameHistoryEnv(2, 3, min_len=2, max_len=7, seed=3), steps=1)

@@ -142,6 +142,52 @@ def test_trunk_freezing_trains_only_a_fresh_head(tmp_path):
     )
 
 
+@pytest.mark.parametrize("freeze_encoder", [True, "trunk"])
+def test_a_fixed_trunk_has_the_replay_store_frame_features(tmp_path, freeze_encoder):
+    model, dm, trainer = _video_run(tmp_path, freeze_encoder=freeze_encoder)
+    trainer.fit(model, dm)
+    assert trainer.global_step == 6
+    assert dm.buffer.frame_feature_dim == model.encoder.frame_dim > 0
+    # Stored features give the latents the pixels give: the updates see what acting sees.
+    encode, dim = model.frame_feature_encoder()
+    clips = torch.randint(0, 256, (5, *CLIP), dtype=torch.uint8)
+    features = encode(clips.reshape(-1, *CLIP[1:]).numpy()).reshape(5, CLIP[0], dim)
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(
+            model._replay_latent(torch.from_numpy(features)), model.encoder(clips)
+        )
+
+
+@pytest.mark.parametrize(
+    "settings", [{"freeze_encoder": "trunk", "cache_frame_features": False}, {}]
+)
+def test_pixels_stay_in_the_replay_without_a_fixed_trunk_or_when_asked(tmp_path, settings):
+    model, dm, trainer = _video_run(tmp_path, **settings)
+    trainer.fit(model, dm)
+    assert model.frame_feature_encoder() is None
+    assert dm.buffer.frame_feature_dim == 0
+    assert dm.buffer.sample(2, np.random.default_rng(0)).obs.dtype == torch.uint8
+
+
+def test_resume_with_frame_features_retraces_the_uninterrupted_run(tmp_path):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    def run(root, max_steps, **kwargs):
+        return _video_run(root, freeze_encoder="trunk", max_steps=max_steps, **kwargs)
+
+    model_a, dm_a, trainer_a = run(tmp_path / "a", 9)
+    trainer_a.fit(model_a, dm_a)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=6)
+    model_b, dm_b, trainer_b = run(tmp_path / "b", 6, callbacks=[checkpoint])
+    trainer_b.fit(model_b, dm_b)
+    model_c, dm_c, trainer_c = run(tmp_path / "c", 9)
+    trainer_c.fit(model_c, dm_c, ckpt_path=checkpoint.best_model_path or checkpoint.last_model_path)
+    assert dm_c.buffer.frame_feature_dim > 0 and trainer_c.global_step == 9
+    for name, weight in model_a.state_dict().items():
+        torch.testing.assert_close(model_c.state_dict()[name], weight, rtol=0, atol=0, msg=name)
+
+
 def test_bad_freeze_settings_are_named(tmp_path):
     with pytest.raises(ValueError, match=r"freeze_encoder must be.*'convs'"):
         SACModule(CLIP, [0.0], [1.0], freeze_encoder="convs", **_sac_encoder())
@@ -175,13 +221,14 @@ def _sac_encoder(**overrides) -> dict:
     return {**{k: v for k, v in SMALL.items() if k != "projection_dim"}, **overrides}
 
 
-def _video_run(root, **model_kwargs):
+def _video_run(root, max_steps=6, callbacks=(), **model_kwargs):
     return make_run(
         root,
         env_id="v2p/DishwashingVideo-v0",
         env_kwargs=VIDEO_ENV,
         model_kwargs={**_sac_encoder(), **model_kwargs},
-        max_steps=6,
+        max_steps=max_steps,
+        callbacks=callbacks,
         data_kwargs={"batch_size": 8, "warmup_steps": 16, "updates_per_epoch": 3},
     )
 

@@ -11,6 +11,8 @@ Two storage layouts share one API:
   histories, so each frame is stored once, in a per-env ring, and the stacks are rebuilt at sample
   time (the DrQ-v2 ``replay_buffer.py`` idea, vectorised over envs and batch). A video transition
   then costs about one frame instead of ``2 * T`` frames (DESIGN.md, "Video replay memory").
+  With :meth:`ReplayBuffer.store_frame_features` the ring holds each frame's features from a
+  frozen per-frame encoder instead of its pixels, and samples are ``(B, T, feature_dim)``.
 
 Checkpoints of a big buffer go to a side file (:meth:`ReplayBuffer.save` /
 :meth:`ReplayBuffer.load`, an uncompressed ``.npz``) rather than being pickled into the Lightning
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import os
 import zipfile
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -42,7 +45,9 @@ class ReplaySample(NamedTuple):
     is stored as 0 so that its target still bootstraps.
     """
 
-    obs: torch.Tensor  # (B, *obs_shape), stored dtype (uint8 for video)
+    # (B, *obs_shape), stored dtype (uint8 for video); (B, T, D) float32 frame features when
+    # the buffer stores them (ReplayBuffer.store_frame_features). next_obs alike.
+    obs: torch.Tensor
     action: torch.Tensor  # (B, action_dim) float32
     reward: torch.Tensor  # (B,) float32
     err: torch.Tensor  # (B,) float32
@@ -197,6 +202,11 @@ class ReplayBuffer:
             # first frame.
             self._frame_count = np.zeros(n_env, dtype=np.int64)
             self._current_episode_first = np.zeros(n_env, dtype=np.int64)
+        # Frame features instead of pixels (store_frame_features): their size, the function
+        # that makes them, and each env's newest raw frame (the ring no longer holds pixels).
+        self.frame_feature_dim = 0
+        self._encode_frames: Callable[[np.ndarray], np.ndarray] | None = None
+        self._newest_frame: np.ndarray | None = None
         self._env_ids = np.arange(n_env)
         # Torch copies of the arrays sampling reads, on a device (see to_device); None: sample
         # from the numpy storage.
@@ -282,6 +292,49 @@ class ReplayBuffer:
         self._pos = (p + 1) % self.per_env_capacity
         self._full = self._full or self._pos == 0
 
+    def store_frame_features(self, encode: Callable[[np.ndarray], np.ndarray], dim: int) -> None:
+        """Store ``encode(frames)`` for every frame instead of its pixels.
+
+        ``encode`` maps raw frames ``(K, *frame_shape)`` to float features ``(K, dim)`` and
+        must be a fixed function (a frozen per-frame encoder): a frame is encoded once, when
+        it is added, and samples return stacks of features ``(B, T, dim)``. Call it on an
+        empty buffer, before :meth:`to_device`.
+        """
+        if self.frame_stack is None:
+            raise ValueError(
+                "store_frame_features needs a video buffer (frame_stack set); this one stores "
+                f"whole observations of shape {self.obs_shape}"
+            )
+        if self._frame_count.any() or self._mirror is not None:
+            raise RuntimeError(
+                "store_frame_features must be called on an empty buffer, before to_device()"
+            )
+        assert self.frame_capacity is not None
+        self.frame_feature_dim = _positive_int("dim", dim)
+        self._frames = np.zeros((self.frame_capacity, self.num_envs, dim), dtype=np.float32)
+        self._newest_frame = np.zeros((self.num_envs, *self.obs_shape[1:]), self.obs_dtype)
+        self._encode_frames = encode
+
+    def _stored_frames(self, frames: np.ndarray) -> np.ndarray:
+        """What the ring keeps of raw frames ``(K, *frame_shape)``: them, or their features."""
+        if self._encode_frames is None:
+            return frames
+        features = np.asarray(self._encode_frames(frames), dtype=np.float32)
+        expected = (len(frames), self.frame_feature_dim)
+        if features.shape != expected:
+            raise ValueError(
+                f"the frame encoder returned features of shape {features.shape} for "
+                f"{len(frames)} frames, expected {expected}"
+            )
+        return features
+
+    def _newest_raw_frames(self, envs: np.ndarray) -> np.ndarray:
+        """The last frame added for each of ``envs``, as pixels."""
+        if self._newest_frame is not None:
+            return self._newest_frame[envs]
+        assert self.frame_capacity is not None
+        return self._frames[(self._frame_count[envs] - 1) % self.frame_capacity, envs]
+
     # ----------------------------------------------------------- device mirror
 
     def _sampled_arrays(self) -> dict[str, np.ndarray]:
@@ -330,7 +383,7 @@ class ReplayBuffer:
         if continuing.size:
             # A continuing episode's obs must end with the frame its previous next_obs ended
             # with; otherwise the caller lost track of an episode boundary.
-            last = self._frames[(count[continuing] - 1) % ring, continuing]
+            last = self._newest_raw_frames(continuing)
             same = (last == obs[continuing, -1]).reshape(continuing.size, -1).all(axis=1)
             if not same.all():
                 bad = continuing[~same].tolist()
@@ -339,20 +392,24 @@ class ReplayBuffer:
                     f"episode_start=True where obs is the first observation of an episode"
                 )
         started = np.flatnonzero(starts)
+        # The reset clip is the first frame repeated T times: store that frame once.
         reset_rows = count[started] % ring
-        if started.size:
-            # The reset clip is the first frame repeated T times: store that frame once.
-            self._frames[reset_rows, started] = obs[started, -1]
-            self._current_episode_first[started] = count[started]
-            count[started] += 1
+        self._current_episode_first[started] = count[started]
+        count[started] += 1
         p = self._pos
         self._obs_frame[p] = count - 1
         rows = count % ring
-        self._frames[rows, envs] = next_obs[:, -1]
         self._next_obs_frame[p] = count
         self._episode_first_frame[p] = self._current_episode_first
         count += 1
-        return np.concatenate([reset_rows, rows]), np.concatenate([started, envs])
+        # Written together so a frame encoder runs once per add, over every new frame.
+        rows, envs = np.concatenate([reset_rows, rows]), np.concatenate([started, envs])
+        self._frames[rows, envs] = self._stored_frames(
+            np.concatenate([obs[started, -1], next_obs[:, -1]])
+        )
+        if self._newest_frame is not None:
+            self._newest_frame[:] = next_obs[:, -1]
+        return rows, envs
 
     @staticmethod
     def _check(
@@ -504,6 +561,7 @@ class ReplayBuffer:
             "action_dim": np.asarray(self.action_dim, dtype=np.int64),
             "obs_dtype": np.asarray(self.obs_dtype.str),
             "frame_stack": np.asarray(self.frame_stack or 0, dtype=np.int64),
+            "frame_features": np.asarray(self.frame_feature_dim, dtype=np.int64),
         }
 
     def _arrays(self) -> dict[str, np.ndarray]:
@@ -527,6 +585,8 @@ class ReplayBuffer:
                 frame_count=self._frame_count,
                 current_episode_first=self._current_episode_first,
             )
+        if self._newest_frame is not None:
+            arrays.update(newest_frame=self._newest_frame)
         return arrays
 
     def _pointers(self) -> dict[str, np.ndarray]:
@@ -546,6 +606,8 @@ class ReplayBuffer:
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         """Restore a :meth:`state_dict`, validated against this buffer's construction."""
+        if "frame_features" not in state:  # saved before frame features existed: pixels
+            state = {**state, "frame_features": np.asarray(0, dtype=np.int64)}
         for key, expected in self._config().items():
             if key not in state:
                 raise ValueError(f"replay state is missing field {key!r}")

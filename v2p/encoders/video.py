@@ -15,6 +15,7 @@ from v2p.encoders.common import (
     check_obs_shape,
     check_positive,
     clip_to_unit_float,
+    format_obs_shape,
 )
 
 # (kernel, stride) of each spatial convolution, no padding. Simple2DCNN runs on all B*T frames,
@@ -83,6 +84,7 @@ class Simple2DCNN(nn.Module):
         self.convs = nn.Sequential(*layers, nn.Flatten())
         with torch.no_grad():
             frame_dim = self.convs(torch.zeros(1, c, h, w)).shape[1]  # channels * h' * w'
+        self.frame_dim: int = frame_dim
         # Fusion by concatenation, not by pooling over T: frame i always lands in the same slice
         # of the Linear's input, so the latent knows which frame is the newest (and can read
         # motion from the differences), as with DQN/DrQ frame stacking. Mean/max over T would not.
@@ -100,14 +102,37 @@ class Simple2DCNN(nn.Module):
         """The temporal fusion (Linear + LayerNorm) that maps frame features to the latent."""
         return self.fuse
 
+    def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """The trunk alone, frame by frame: ``(K, C, H, W)`` -> ``(K, frame_dim)``.
+
+        A frozen trunk's output for a frame never changes, so a replay can store it in place of
+        the pixels (SAC's ``cache_frame_features``) and skip the CNN in every update.
+        """
+        if frames.dim() != 4 or tuple(frames.shape[1:]) != self.obs_shape[1:]:
+            raise ValueError(
+                f"Simple2DCNN.encode_frames expects frames of shape "
+                f"{format_obs_shape(self.obs_shape[1:])}, got {tuple(frames.shape)}"
+            )
+        x = clip_to_unit_float("Simple2DCNN", frames, self.convs[0].weight.dtype)
+        return self.convs(x.contiguous(memory_format=self.memory_format))
+
+    def from_frame_features(self, features: torch.Tensor) -> torch.Tensor:
+        """The head on per-frame trunk features: ``(B, T, frame_dim)`` -> ``(B, latent_dim)``."""
+        expected = (self.obs_shape[0], self.frame_dim)
+        if features.dim() != 3 or tuple(features.shape[1:]) != expected:
+            raise ValueError(
+                f"Simple2DCNN.from_frame_features expects frame features of shape "
+                f"{format_obs_shape(expected)}, got {tuple(features.shape)} (pixels from a "
+                "replay that does not store frame features?)"
+            )
+        # Frame-major, oldest frame first: frame i always lands in the same slice of fuse.
+        return self.fuse(features.reshape(features.shape[0], -1))
+
     def forward(self, clip: torch.Tensor) -> torch.Tensor:
         check_obs_shape("Simple2DCNN", clip, self.obs_shape)
         b, t, c, h, w = clip.shape
-        x = clip_to_unit_float("Simple2DCNN", clip, self.convs[0].weight.dtype)
-        x = x.reshape(b * t, c, h, w).contiguous(memory_format=self.memory_format)
-        x = self.convs(x)  # (B*T, frame_dim)
-        x = x.reshape(b, -1)  # (B, T*frame_dim), frame-major: oldest frame first
-        return self.fuse(x)  # (B, latent_dim)
+        features = self.encode_frames(clip.reshape(b * t, c, h, w))  # (B*T, frame_dim)
+        return self.from_frame_features(features.reshape(b, t, -1))  # (B, latent_dim)
 
 
 class Simple3DCNN(nn.Module):

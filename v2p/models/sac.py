@@ -24,7 +24,7 @@ import contextlib
 import copy
 import os
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
 
 import lightning as L
@@ -70,6 +70,10 @@ class SACModule(L.LightningModule):
             ``freeze_encoder: trunk``: pretrained features, a fusion learnt for this task).
             A pretrained head is a poor start for SAC on the dishwashing video
             (docs/benchmarks.md).
+        cache_frame_features: with a fixed trunk (``freeze_encoder`` true or ``trunk``) and a
+            per-frame encoder (``simple2dcnn``), the replay stores each frame's trunk features
+            instead of its pixels, computed once when the frame is added: updates then skip
+            the CNN (they ran it on 2 x B x T frames each). Elsewhere it has no effect.
         novelty_ckpt: a trained :class:`~v2p.models.novelty.LatentDiffusionNovelty` checkpoint
             (frozen) that scores every batch's latents; it must have been trained on this
             encoder's latents, so use it with the same pretrained, frozen encoder.
@@ -115,6 +119,7 @@ class SACModule(L.LightningModule):
         encoder_ckpt: str | None = None,
         freeze_encoder: bool | Literal["trunk"] = False,
         reset_encoder_head: bool = False,
+        cache_frame_features: bool = True,
         novelty_ckpt: str | None = None,
         novelty_online: bool = False,
         novelty_lr: float = 1e-3,
@@ -239,6 +244,37 @@ class SACModule(L.LightningModule):
         """Whether the critic loss trains any encoder weight (all of them, or the head)."""
         return self.hparams.freeze_encoder is not True
 
+    @property
+    def caches_frame_features(self) -> bool:
+        """Whether replay samples hold the fixed trunk's frame features instead of pixels."""
+        return (
+            self.hparams.cache_frame_features
+            and self.hparams.freeze_encoder in (True, "trunk")
+            and hasattr(self.encoder, "encode_frames")
+        )
+
+    def frame_feature_encoder(self) -> tuple[Callable[[np.ndarray], np.ndarray], int] | None:
+        """``(encode, dim)`` for the replay to store frame features with, or None for pixels.
+
+        ``encode`` runs the fixed trunk on raw frames ``(K, C, H, W)`` -> ``(K, dim)`` float32
+        (RolloutDataModule calls it on every frame it stores).
+        """
+        if not self.caches_frame_features:
+            return None
+
+        @torch.no_grad()
+        def encode(frames: np.ndarray) -> np.ndarray:
+            features = self.encoder.encode_frames(torch.as_tensor(frames, device=self.device))
+            return features.float().cpu().numpy()
+
+        return encode, self.encoder.frame_dim
+
+    def _replay_latent(self, obs: torch.Tensor) -> torch.Tensor:
+        """The latent of replayed observations: pixels, or the trunk's stored frame features."""
+        if self.caches_frame_features:
+            return self.encoder.from_frame_features(obs)
+        return self.encoder(obs)
+
     def train(self, mode: bool = True) -> SACModule:
         super().train(mode)
         if self.hparams.freeze_encoder is True:
@@ -326,7 +362,7 @@ class SACModule(L.LightningModule):
         reward = hp.reward_scale * (s.reward - penalty)
 
         with torch.no_grad():
-            z_next = self.encoder(s.next_obs)
+            z_next = self._replay_latent(s.next_obs)
             next_action, next_log_prob = self.actor.sample(z_next)
             q1_next, q2_next = self.critic_target(z_next, next_action)
             soft_value = torch.min(q1_next, q2_next) - alpha * next_log_prob
@@ -334,7 +370,7 @@ class SACModule(L.LightningModule):
 
         # (B, latent_dim), trained by the critic loss only (unless frozen)
         with torch.set_grad_enabled(self.encoder_learns):
-            z = self.encoder(s.obs)
+            z = self._replay_latent(s.obs)
         q1, q2 = self.critic(z, s.action)
         if s.weight is None:
             critic_loss = F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)
