@@ -167,6 +167,8 @@ def ddp_run(tmp_path_factory):
         "--model.init_args.err_target_init=0.0",
         "--model.init_args.err_target_final=0.0",
         "--model.init_args.dual_lr=0.5",
+        # The online novelty model's normaliser and z-scoring statistics must agree too.
+        "--model.init_args.novelty_online=true",
         "--trainer.callbacks+=tests.models.run_helpers.SaveRankState",
         f"--trainer.callbacks.dirpath={root / 'ranks'}",
     )

@@ -326,14 +326,23 @@ class LatentDiffusionNovelty(L.LightningModule):
     @torch.no_grad()
     def update_statistics(self, z: torch.Tensor) -> None:
         """EMA (rate ``stats_momentum``) of the per-timestep error mean and variance on
-        latents (B >= 2, D), for online training; the first call sets them outright."""
+        latents (B >= 2, D), for online training; the first call sets them outright.
+
+        Under DDP the batch moments are those of every rank's latents together, so every rank
+        z-scores alike (as :meth:`update_normaliser` does for the normaliser)."""
         err = self.denoising_errors(z).float()  # (B, K)
+        sums = torch.stack([err.sum(0), err.square().sum(0), err.new_full(err.shape[1:], len(err))])
+        if self._trainer is not None:
+            sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
+        count = sums[2]
+        mean = sums[0] / count
+        var = (sums[1] - count * mean.square()).clamp_min(0.0) / (count - 1)  # unbiased
         if not self._calibrated:
-            self._set_statistics(err)
+            self._set_moments(mean, var)
             return
         m = self.hparams.stats_momentum
-        var = self.err_std.square().lerp(err.var(0), m)
-        self.err_mean.lerp_(err.mean(0), m)
+        var = self.err_std.square().lerp(var, m)
+        self.err_mean.lerp_(mean, m)
         self.err_std.copy_(var.sqrt().clamp_min(1e-6))
 
     def _set_statistics(self, err: torch.Tensor) -> None:
