@@ -23,8 +23,8 @@ def trained_pricer(w0: float = 0.2, w1: float = 0.5, **kwargs) -> DataPricer:
     return pricer
 
 
-def test_per_source_attribution_sums_to_the_batch_total():
-    pricer = trained_pricer()
+def test_proportional_attribution_sums_to_the_batch_total():
+    pricer = trained_pricer(attribution="proportional")
     novelty = torch.tensor([0.1, 2.0, -0.5, 1.5, 0.3, 0.0])
     source = torch.tensor([0, 1, 1, 2, 0, 2])
     value = pricer.price_batch(novelty, source)
@@ -36,6 +36,38 @@ def test_per_source_attribution_sums_to_the_batch_total():
     assert value.per_source.sum().item() == pytest.approx(value.delta_mpl.item(), rel=1e-6)
     own = [(w0 + w1 * novelty[source == k]).sum().item() / 6 for k in range(3)]
     torch.testing.assert_close(value.per_source, torch.tensor(own), rtol=1e-5, atol=1e-6)
+
+
+def test_marginal_attribution_credits_customers_only_beyond_the_platforms_data():
+    pricer = trained_pricer()  # marginal by default; source 0 is the platform
+    # Source 1 duplicates the platform's data (same novelty); source 2 is more novel.
+    novelty = torch.tensor([0.5, 1.5, 0.5, 1.5, 3.0, 4.0])
+    source = torch.tensor([0, 0, 1, 1, 2, 2])
+    value = pricer.price_batch(novelty, source)
+    w0, w1 = pricer._weights()
+    assert value.delta_mpl.item() == pytest.approx(w0 + w1 * novelty.mean().item(), rel=1e-5)
+    assert value.per_source.sum().item() == pytest.approx(value.delta_mpl.item(), rel=1e-6)
+    reference = 1.0  # the platform transitions' mean novelty
+    assert value.per_source[1].item() == pytest.approx(0.0, abs=1e-6)
+    expected = w1 * ((3.0 - reference) + (4.0 - reference)) / 6
+    assert value.per_source[2].item() == pytest.approx(expected, rel=1e-5)
+    # Under the proportional split the duplicate would earn as much as the platform's own data.
+    proportional = trained_pricer(attribution="proportional").price_batch(novelty, source)
+    assert proportional.per_source[1].item() == pytest.approx(
+        proportional.per_source[0].item(), rel=1e-6
+    )
+    assert proportional.per_source[1].item() > 0.1
+
+
+def test_marginal_attribution_of_a_batch_without_platform_data_is_proportional():
+    novelty, source = torch.tensor([0.5, 2.0, 1.0]), torch.tensor([1, 2, 2])
+    marginal = trained_pricer().price_batch(novelty, source)
+    proportional = trained_pricer(attribution="proportional").price_batch(novelty, source)
+    torch.testing.assert_close(marginal.per_source, proportional.per_source)
+    with pytest.raises(ValueError, match="attribution must be one of"):
+        DataPricer(3, attribution="shapley")
+    with pytest.raises(ValueError, match=r"platform_ids \[3\]"):
+        DataPricer(3, platform_ids=[3])
 
 
 def test_nothing_is_predicted_or_priced_before_the_estimator_has_min_samples():
@@ -78,6 +110,8 @@ def test_bad_pricing_arguments_are_named():
         EconomicsCallback(price_horizon_hours=-1.0)
     with pytest.raises(ValueError, match="value_ridge"):
         EconomicsCallback(value_ridge=0.0)
+    with pytest.raises(ValueError, match="value_attribution"):
+        EconomicsCallback(value_attribution="volume")
 
 
 def test_training_with_novelty_fills_the_ledger_pricing_columns(tmp_path):

@@ -22,7 +22,7 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 
-from v2p.callbacks.pricing import BatchValue, DataPricer, Window
+from v2p.callbacks.pricing import ATTRIBUTIONS, BatchValue, DataPricer, Window
 from v2p.data.episodes import ShiftCounts
 from v2p.economics import ConstantWage, CSVWage, LinearDriftWage, WageIndexer
 from v2p.economics._validate import check_int, check_scalar
@@ -79,6 +79,10 @@ class EconomicsCallback(Callback):
             customer's, whose shifts are credited with their own data's predicted ΔMPL.
         price_horizon_hours, price_scale: hours and deployments a data price covers (section 7).
         value_min_samples, value_ridge: of the online data-value estimator.
+        value_attribution: how a batch's predicted ΔMPL splits between sources:
+            ``marginal`` (a customer's data is credited with what it adds beyond the
+            platform's own data) or ``proportional`` (every transition its own prediction);
+            see :mod:`v2p.callbacks.pricing`.
 
     Pricing (section 7, :mod:`v2p.callbacks.pricing`) runs when ``training_step`` returns the
     novelty of the batch's transitions (``"novelty"`` (n,) and their ``"novelty_source"`` ids,
@@ -124,6 +128,7 @@ class EconomicsCallback(Callback):
         price_scale: float = 1.0,
         value_min_samples: int = 10,
         value_ridge: float = 1.0,
+        value_attribution: str = "marginal",
     ) -> None:
         if market_wage is None:
             market_wage = ConstantWage(18.0)
@@ -163,7 +168,12 @@ class EconomicsCallback(Callback):
             scale=check_scalar("price_scale", price_scale, ge=0),
             min_samples=check_int("value_min_samples", value_min_samples, ge=0),
             ridge=check_scalar("value_ridge", value_ridge, gt=0),
+            attribution=value_attribution,
         )
+        if value_attribution not in ATTRIBUTIONS:
+            raise ValueError(
+                f"value_attribution must be one of {ATTRIBUTIONS}, got {value_attribution!r}"
+            )
         self._pricer: DataPricer | None = None  # made in setup, once the sources are known
         self._writer: LedgerWriter | None = None
         self._trainer: pl.Trainer | None = None
@@ -193,8 +203,12 @@ class EconomicsCallback(Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._trainer = trainer
         if self._pricer is None:
-            names = getattr(trainer.datamodule, "source_names", None) or [_DEFAULT_SOURCE]
-            self._pricer = DataPricer(len(names), **self._pricer_args)
+            self._pricer = self._make_pricer(trainer)
+
+    def _make_pricer(self, trainer: pl.Trainer) -> DataPricer:
+        names = getattr(trainer.datamodule, "source_names", None) or [_DEFAULT_SOURCE]
+        platform_ids = [k for k, name in enumerate(names) if name in self.platform_sources]
+        return DataPricer(len(names), platform_ids=platform_ids, **self._pricer_args)
 
     @property
     def pricer(self) -> DataPricer | None:
@@ -422,5 +436,7 @@ class EconomicsCallback(Callback):
         self._window = [(float(prod), float(wage)) for prod, wage in state["window"]]
         if state.get("pricer") is not None:
             if self._pricer is None:
+                # Outside a fit (Lightning restores after setup, which made the pricer): the
+                # source names are unknown, so source 0 is taken for the platform's.
                 self._pricer = DataPricer(state["pricer"]["num_sources"], **self._pricer_args)
             self._pricer.load_state_dict(state["pricer"])

@@ -4,7 +4,19 @@ The chain: novelty of each transition a batch trains on -> the online data-value
 predicted ΔMPL -> data price. The estimator is linear in its one feature, the mean novelty of
 the transitions trained on, ``ΔMPL_batch = w0 + w1 * mean(novelty)``. Linearity makes the
 attribution exact: transition ``i`` of a batch of ``n`` carries ``(w0 + w1 * novelty_i) / n``,
-these sum to the batch's prediction, and their sums per source are each source's part of it.
+and these sum to the batch's prediction. How that splits between sources (``attribution``):
+
+- ``marginal`` (default): a customer's transition is credited only with what it carries beyond
+  a transition of the platform's own data, ``w1 * (novelty_i - ref) / n``, ``ref`` the mean
+  novelty of the batch's platform transitions; the rest of its prediction (what the platform's
+  data would have brought anyway) is the platform's. Data that duplicates the platform's, or
+  that the platform's data already covers, is no more novel than it and earns about nothing:
+  the credit follows what the data adds at the margin, not its volume. A batch without
+  platform transitions is split proportionally.
+- ``proportional``: every transition carries its own ``(w0 + w1 * novelty_i) / n``, so sources
+  of equal novelty are credited by volume.
+
+Either way the sources' parts sum to the batch's prediction.
 
 A *window* is the batches trained between two batches in which shifts finished. When it
 closes, the shifts that finished get their customer's part of the window's prediction
@@ -27,6 +39,8 @@ import torch
 
 from v2p.economics import OnlineDataValueEstimator, data_price
 from v2p.economics._validate import check_int, check_scalar
+
+ATTRIBUTIONS = ("marginal", "proportional")
 
 
 class BatchValue(NamedTuple):
@@ -55,6 +69,9 @@ class DataPricer:
         horizon_hours: hours the premium covers (default a working year of one site).
         scale: deployments the premium applies to.
         min_samples, ridge: of the :class:`~v2p.economics.OnlineDataValueEstimator`.
+        platform_ids: the source ids of the platform's own data (the reference of the
+            ``marginal`` attribution).
+        attribution: ``marginal`` or ``proportional`` (module docstring).
     """
 
     def __init__(
@@ -64,8 +81,20 @@ class DataPricer:
         scale: float = 1.0,
         min_samples: int = 10,
         ridge: float = 1.0,
+        platform_ids: Sequence[int] = (0,),
+        attribution: str = "marginal",
     ) -> None:
         self.num_sources = check_int("num_sources", num_sources, ge=1)
+        if attribution not in ATTRIBUTIONS:
+            raise ValueError(f"attribution must be one of {ATTRIBUTIONS}, got {attribution!r}")
+        self.attribution = attribution
+        bad = [k for k in platform_ids if not 0 <= k < self.num_sources]
+        if bad:
+            raise ValueError(
+                f"platform_ids {list(platform_ids)} must be source ids in [0, {self.num_sources})"
+            )
+        self._is_platform = torch.zeros(self.num_sources, dtype=torch.bool)
+        self._is_platform[list(platform_ids)] = True
         self.horizon_hours = check_scalar("horizon_hours", horizon_hours, ge=0)
         self.scale = check_scalar("scale", scale, ge=0)
         self.estimator = OnlineDataValueEstimator(1, min_samples=min_samples, ridge=ridge)
@@ -92,6 +121,8 @@ class DataPricer:
         w0, w1 = self._weights()
         per_transition = (w0 + w1 * novelty) / novelty.shape[0]  # (n,) sums to the prediction
         per_source = novelty.new_zeros(self.num_sources).index_add_(0, source, per_transition)
+        if self.attribution == "marginal":
+            per_source = self._marginal(novelty, source, per_transition, w1, per_source)
         if self._value is None:
             self._value, self._novelty_sum, self._count = (
                 novelty.new_zeros(self.num_sources) for _ in range(3)
@@ -107,6 +138,32 @@ class DataPricer:
         total = per_transition.sum()
         price = self.price_per_unit * self.kappa * total.clamp_min(0.0)
         return BatchValue(total, per_source, price * self.horizon_hours * self.scale)
+
+    def _marginal(
+        self,
+        novelty: torch.Tensor,
+        source: torch.Tensor,
+        per_transition: torch.Tensor,
+        w1: float,
+        proportional: torch.Tensor,
+    ) -> torch.Tensor:
+        """Per-source parts of the ``marginal`` attribution (module docstring); on the
+        batch's device, without a host sync."""
+        if self._is_platform.device != novelty.device:
+            self._is_platform = self._is_platform.to(novelty.device)
+        n = novelty.shape[0]
+        platform = self._is_platform[source]  # (n,)
+        platform_count = novelty.new_zeros(self.num_sources).index_add_(
+            0, source, platform.float()
+        )  # (S,) platform transitions per platform source
+        count = platform_count.sum()
+        reference = (novelty * platform).sum() / count.clamp_min(1.0)
+        excess = torch.where(platform, 0.0, w1 * (novelty - reference) / n)  # customers' credit
+        customers = novelty.new_zeros(self.num_sources).index_add_(0, source, excess)
+        # The platform keeps its own transitions' part and the rest of the customers'.
+        platform_part = per_transition.sum() - excess.sum()
+        marginal = customers + platform_part * platform_count / count.clamp_min(1.0)
+        return torch.where(count > 0, marginal, proportional)
 
     def close_window(self) -> Window | None:
         """The open window (None if no batch was priced since the last one), then a new one."""
