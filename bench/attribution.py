@@ -17,7 +17,9 @@ actual ΔMPL of customer k is the expected MPL at k's site (deterministic policy
 model's expected completions per hour over 16 shifts of k's dish mix) with all sources minus
 without k. The attributed ΔMPL is the sum of the ledger's ``delta_mpl_cust`` over k's shifts in
 the run with every source. Reported: both per source, their Spearman correlation (torchmetrics)
-and how often their signs agree.
+and how often their signs agree; and, to explain the credit, the data-value estimator's
+weights at the end of the run with every source (ΔMPL per batch = w0 + w1 * mean novelty) and
+each source's mean novelty over its shifts in that run's ledger.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import statistics
 import sys
 import tempfile
@@ -40,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench._common import progress  # noqa: E402
+from v2p.callbacks import EconomicsCallback  # noqa: E402
 from v2p.cli import main as cli_main  # noqa: E402
 from v2p.envs import DishwashingVectorEnv  # noqa: E402
 
@@ -95,6 +99,7 @@ def site_mpl(model, env_kwargs: dict, shifts: int = 16, seed: int = 12345) -> fl
 
 
 def train(sources: list[dict], seed: int, updates: int, root: str):
+    """Fit the sources config; (model, ledger path, the estimator's final [w0, w1])."""
     cli = cli_main(
         [
             "--config", str(CONFIG),
@@ -108,7 +113,19 @@ def train(sources: list[dict], seed: int, updates: int, root: str):
         run=False,
     )
     cli.trainer.fit(cli.model, cli.datamodule)
-    return cli.model, Path(cli.trainer.log_dir) / "economics.csv"
+    economics = next(c for c in cli.trainer.callbacks if isinstance(c, EconomicsCallback))
+    weights = economics.pricer.estimator.weights.tolist()
+    return cli.model, Path(cli.trainer.log_dir) / "economics.csv", weights
+
+
+def mean_novelty(ledger: Path) -> dict[str, float]:
+    """Each source's mean ``novelty`` over its shifts in a ledger."""
+    values: dict[str, list[float]] = {}
+    with open(ledger) as f:
+        for row in csv.DictReader(f):
+            if row["novelty"]:
+                values.setdefault(row["source"], []).append(float(row["novelty"]))
+    return {source: statistics.mean(v) for source, v in values.items()}
 
 
 def attributed(ledger: Path) -> dict[str, float]:
@@ -130,25 +147,31 @@ def main() -> None:
 
     actual: dict[str, list[float]] = {k: [] for k in CUSTOMERS}
     credit: dict[str, list[float]] = {k: [] for k in CUSTOMERS}
+    diagnosis: list[str] = []
     start = time.perf_counter()
     for seed in args.seeds:
         with tempfile.TemporaryDirectory() as root:
-            model, ledger = train(SOURCES, seed, args.updates, f"{root}/all")
+            model, ledger, (w0, w1) = train(SOURCES, seed, args.updates, f"{root}/all")
+            novelty = mean_novelty(ledger)
+            diagnosis.append(
+                f"| {seed} | {w0:+.4f} | {w1:+.4f} | "
+                + " | ".join(f"{novelty.get(s['name'], math.nan):+.3f}" for s in SOURCES) + " |"
+            )
             with_all = {k: site_mpl(model, site[k]) for k in CUSTOMERS}
             for k, value in attributed(ledger).items():
                 credit[k].append(value)
             for k in CUSTOMERS:
                 without = [s for s in SOURCES if s["name"] != k]
-                model_k, _ = train(without, seed, args.updates, f"{root}/without-{k}")
+                model_k, *_ = train(without, seed, args.updates, f"{root}/without-{k}")
                 actual[k].append(with_all[k] - site_mpl(model_k, site[k]))
                 progress(
                     f"seed {seed} {k}: actual {actual[k][-1]:+.2f}, "
                     f"attributed {credit[k][-1]:.3f}"
                 )
-    print_table(actual, credit, args, time.perf_counter() - start)
+    print_table(actual, credit, args, time.perf_counter() - start, diagnosis)
 
 
-def print_table(actual, credit, args, seconds: float) -> None:
+def print_table(actual, credit, args, seconds: float, diagnosis: list[str]) -> None:
     lines = [
         f"{len(args.seeds)} seeds x {args.updates:,} updates per run, "
         f"{len(args.seeds) * (1 + len(CUSTOMERS))} runs in {seconds / 60:.0f} min.",
@@ -181,6 +204,13 @@ def print_table(actual, credit, args, seconds: float) -> None:
         f"over all {len(pooled_a)} (source, seed) pairs; within each seed: "
         + ", ".join(f"{rho:.2f}" for rho in per_seed) + ".",
         f"Sign agreement (actual > 0 iff attributed > 0): {int(signs.sum())}/{len(signs)}.",
+        "",
+        "The data-value estimator at the end of each run with every source (ΔMPL per batch = "
+        "w0 + w1 * mean novelty), and each source's mean novelty over its shifts:",
+        "",
+        "| seed | w0 | w1 | " + " | ".join(s["name"] for s in SOURCES) + " |",
+        "|---|---:|---:|" + "---:|" * len(SOURCES),
+        *diagnosis,
     ]
     print("\n".join(lines))
 
