@@ -143,3 +143,59 @@ def test_online_calibration_follows_the_errors_then_stays_fixed(tmp_path):
     assert not torch.equal(stats[0], stats[4])  # following the errors ...
     for later in stats[5:]:
         assert torch.equal(later, stats[5])  # ... then fixed
+
+
+def test_online_novelty_can_be_fitted_on_the_platforms_data_only(tmp_path):
+    from v2p.data.sources import DataSource
+
+    sources = [DataSource("platform", 1), DataSource("customer", 1, {"dish_mix": {"pot": 1.0}})]
+    model_kwargs = {"novelty_online": True, "novelty_hidden_dim": 32,
+                    "novelty_calibration_updates": 10**6}
+    model, dm, trainer = make_run(
+        tmp_path, max_steps=20, data_kwargs={"sources": sources},
+        model_kwargs={**model_kwargs, "novelty_fit_sources": ["platform"]},
+    )
+    kept = []
+
+    class CountPlatform(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            kept.append(int((batch.sample.source == 0).sum()))
+
+    trainer.callbacks.append(CountPlatform())
+    trainer.fit(model, dm)
+    scored = 20 * dm.batch_size
+    # The normaliser counted the platform's transitions only, which are about half of them.
+    assert model.novelty.z_count.item() == sum(kept)
+    assert 0.3 * scored < sum(kept) < 0.7 * scored
+
+    with pytest.raises(ValueError, match=r"novelty_fit_sources \['site_9'\].*\['platform', "):
+        model, dm, trainer = make_run(
+            tmp_path / "bad", max_steps=1, data_kwargs={"sources": sources},
+            model_kwargs={**model_kwargs, "novelty_fit_sources": ["site_9"]},
+        )
+        trainer.fit(model, dm)
+    with pytest.raises(ValueError, match="set novelty_online=true too"):
+        SACModule((7,), [0.0], [1.0], novelty_fit_sources=["platform"], **SMALL_MODEL)
+
+
+def test_weighted_novelty_updates_equal_updates_on_the_kept_latents():
+    z = torch.randn(12, LATENT)
+    weight = (torch.arange(12) % 3 == 0).float()
+    kept = z[weight.bool()]
+    a = LatentDiffusionNovelty(latent_dim=LATENT, hidden_dim=32, num_blocks=1)
+    b = LatentDiffusionNovelty(latent_dim=LATENT, hidden_dim=32, num_blocks=1)
+    b.load_state_dict(a.state_dict())
+    for model, args in ((a, (z, weight)), (b, (kept,))):
+        model.update_normaliser(*args)
+        model.update_statistics(*args)
+        model.update_statistics(*args)  # the first sets, the second is the EMA
+    for name in ("z_mean", "z_std", "z_count", "err_mean", "err_std"):
+        torch.testing.assert_close(getattr(a, name), getattr(b, name), msg=name)
+    # A batch with nothing to keep changes nothing and trains nothing.
+    before = {k: v.clone() for k, v in a.state_dict().items()}
+    nothing = torch.zeros(12)
+    a.update_normaliser(z, nothing)
+    a.update_statistics(z, nothing)
+    for name, value in a.state_dict().items():
+        torch.testing.assert_close(value, before[name], msg=name)
+    assert a.diffusion_loss(z, weight=nothing).item() == 0.0

@@ -213,20 +213,27 @@ class LatentDiffusionNovelty(L.LightningModule):
         return (z - self.z_mean.to(z.dtype)) / self.z_std.to(z.dtype)
 
     @torch.no_grad()
-    def update_normaliser(self, z: torch.Tensor) -> None:
+    def update_normaliser(self, z: torch.Tensor, weight: torch.Tensor | None = None) -> None:
         """Add latents (B, D) to the running sums and refit mean and std (no-op once frozen).
 
-        Under DDP the sums are reduced over ranks, so every rank normalises alike."""
+        ``weight`` (B,) of 0s and 1s keeps only some latents (all by default). Under DDP the
+        sums are reduced over ranks, so every rank normalises alike."""
         if self._normaliser_frozen:
             return
         z = self._check_latents("z", z).float()
-        sums = torch.stack([z.sum(0), z.square().sum(0), z.new_full((z.shape[1],), z.shape[0])])
+        w = _sample_weights(z, weight)[:, None]  # (B, 1)
+        sums = torch.stack([(w * z).sum(0), (w * z.square()).sum(0), w.sum(0).expand(z.shape[1])])
         if self._trainer is not None:
             sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
         self.z_sum += sums[0]
         self.z_sqsum += sums[1]
         self.z_count += sums[2, 0]
-        self._set_normaliser(self.z_sum / self.z_count, self.z_sqsum / self.z_count)
+        count = self.z_count.clamp_min(1.0)
+        mean, std = self.z_mean.clone(), self.z_std.clone()
+        self._set_normaliser(self.z_sum / count, self.z_sqsum / count)
+        # Nothing kept yet (no latent had weight): stay at the identity normaliser.
+        self.z_mean.copy_(torch.where(self.z_count > 0, self.z_mean, mean))
+        self.z_std.copy_(torch.where(self.z_count > 0, self.z_std, std))
 
     @torch.no_grad()
     def fit_normaliser(self, z: torch.Tensor) -> None:
@@ -254,9 +261,13 @@ class LatentDiffusionNovelty(L.LightningModule):
         return self.scheduler.add_noise(x0, noise, t)
 
     def diffusion_loss(
-        self, z: torch.Tensor, generator: torch.Generator | None = None
+        self,
+        z: torch.Tensor,
+        generator: torch.Generator | None = None,
+        weight: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """epsilon-prediction MSE of raw latents (B, D) at uniformly random timesteps."""
+        """epsilon-prediction MSE of raw latents (B, D) at uniformly random timesteps; with
+        ``weight`` (B,) of 0s and 1s, the mean over the latents of weight 1 (0 if none)."""
         x0 = self.normalise(self._check_latents("z", z))  # (B, D)
         t = torch.randint(
             0,
@@ -266,7 +277,12 @@ class LatentDiffusionNovelty(L.LightningModule):
             generator=generator,
         )  # (B,) long
         noise = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
-        return F.mse_loss(self.denoiser(self.add_noise(x0, noise, t), t), noise)
+        prediction = self.denoiser(self.add_noise(x0, noise, t), t)
+        if weight is None:
+            return F.mse_loss(prediction, noise)
+        w = _sample_weights(z, weight)
+        per_sample = (prediction - noise).square().mean(-1)  # (B,)
+        return (w * per_sample).sum() / w.sum().clamp_min(1.0)
 
     def update_online(self, z: torch.Tensor, optimizer: torch.optim.Optimizer) -> torch.Tensor:
         """One gradient step of the denoiser on latents (B, D), then the EMA statistics.
@@ -324,25 +340,32 @@ class LatentDiffusionNovelty(L.LightningModule):
         self._set_statistics(self.denoising_errors(z).float())
 
     @torch.no_grad()
-    def update_statistics(self, z: torch.Tensor) -> None:
+    def update_statistics(self, z: torch.Tensor, weight: torch.Tensor | None = None) -> None:
         """EMA (rate ``stats_momentum``) of the per-timestep error mean and variance on
         latents (B >= 2, D), for online training; the first call sets them outright.
 
-        Under DDP the batch moments are those of every rank's latents together, so every rank
-        z-scores alike (as :meth:`update_normaliser` does for the normaliser)."""
+        ``weight`` (B,) of 0s and 1s keeps only some latents (all by default). Under DDP the
+        batch moments are those of every rank's latents together, so every rank z-scores
+        alike (as :meth:`update_normaliser` does for the normaliser)."""
         err = self.denoising_errors(z).float()  # (B, K)
-        sums = torch.stack([err.sum(0), err.square().sum(0), err.new_full(err.shape[1:], len(err))])
+        w = _sample_weights(z, weight)[:, None]  # (B, 1)
+        sums = torch.stack(
+            [(w * err).sum(0), (w * err.square()).sum(0), w.sum(0).expand(err.shape[1])]
+        )
         if self._trainer is not None:
             sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
         count = sums[2]
-        mean = sums[0] / count
-        var = (sums[1] - count * mean.square()).clamp_min(0.0) / (count - 1)  # unbiased
+        mean = sums[0] / count.clamp_min(1.0)
+        var = (sums[1] - count * mean.square()).clamp_min(0.0) / (count - 1).clamp_min(1.0)
+        # A batch with no kept latent leaves the statistics as they are (no host sync to ask).
+        kept = count > 0
         if not self._calibrated:
-            self._set_moments(mean, var)
+            mean = torch.where(kept, mean, self.err_mean)
+            self._set_moments(mean, torch.where(kept, var, self.err_std.square()))
             return
         m = self.hparams.stats_momentum
-        var = self.err_std.square().lerp(var, m)
-        self.err_mean.lerp_(mean, m)
+        var = self.err_std.square().lerp(var, m * kept)
+        self.err_mean.lerp_(mean, m * kept)
         self.err_std.copy_(var.sqrt().clamp_min(1e-6))
 
     def _set_statistics(self, err: torch.Tensor) -> None:
@@ -415,6 +438,15 @@ class LatentDiffusionNovelty(L.LightningModule):
         mean = total / count
         var = (square / count - mean.square()).clamp_min(0.0) * count / (count - 1).clamp_min(1)
         self._set_moments(mean, var)
+
+
+def _sample_weights(z: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """``weight`` as float (B,) on ``z``'s device, or ones."""
+    if weight is None:
+        return z.new_ones(z.shape[0], dtype=torch.float32)
+    if weight.shape != z.shape[:1]:
+        raise ValueError(f"weight must have shape ({z.shape[0]},), got {tuple(weight.shape)}")
+    return weight.to(z.device, torch.float32)
 
 
 def _sync_flags(module: nn.Module, incompatible_keys: Any) -> None:

@@ -86,6 +86,11 @@ class SACModule(L.LightningModule):
             learns the data it keeps seeing and stay high for what it rarely sees, so novelty
             can tell early, informative training data from late, redundant data (statistics
             that kept following would z-score every batch to about 0).
+        novelty_fit_sources: names of the data sources whose transitions train the online
+            novelty model (its denoiser, normaliser and statistics); None: every source. With
+            ``[platform]`` novelty measures how far data lies from the platform's own, which is
+            what the EconomicsCallback's marginal attribution credits a customer for: a model
+            fitted on every source learns the customers' data too, and then finds it familiar.
         novelty_batch: score only the first ``novelty_batch`` transitions of each (uniformly
             sampled) batch; None scores all of them. Scoring costs up to 10 denoiser passes
             per transition.
@@ -125,6 +130,7 @@ class SACModule(L.LightningModule):
         novelty_lr: float = 1e-3,
         novelty_hidden_dim: int = 256,
         novelty_calibration_updates: int = 1000,
+        novelty_fit_sources: list[str] | None = None,
         novelty_batch: int | None = None,
         hidden_dim: int = 256,
         hidden_layers: int = 2,
@@ -157,6 +163,11 @@ class SACModule(L.LightningModule):
         if novelty_batch is not None:
             check_int("novelty_batch", novelty_batch, ge=2)
         check_int("novelty_calibration_updates", novelty_calibration_updates, ge=1)
+        if novelty_fit_sources is not None and not novelty_online:
+            raise ValueError(
+                f"novelty_fit_sources={novelty_fit_sources!r} chooses what the online novelty "
+                "model trains on; set novelty_online=true too"
+            )
         if not (isinstance(freeze_encoder, bool) or freeze_encoder == "trunk"):
             raise ValueError(
                 f"freeze_encoder must be one of true, false or 'trunk', got {freeze_encoder!r}"
@@ -204,6 +215,8 @@ class SACModule(L.LightningModule):
         self.register_buffer("err_target", torch.tensor(float(err_target_init)))
         self.register_buffer("_nonfinite", torch.tensor(False), persistent=False)
         self.dual = DualAscent(lambda_init=lambda_init, eta=dual_lr)
+        # Source ids of novelty_fit_sources, resolved from the data module's names at fit start.
+        self._novelty_fit_ids: torch.Tensor | None = None
         self.shifts_seen = 0
         # Compiled lazily by the first update; dynamic=False: every batch has the same shape.
         self._compiled_losses = None
@@ -220,10 +233,28 @@ class SACModule(L.LightningModule):
         return action.cpu().numpy()
 
     def on_fit_start(self) -> None:
+        self._novelty_fit_ids = self._resolve_novelty_fit_sources()
         if self.novelty is not None:
             # The nested novelty model sums its normaliser statistics over ranks through the
             # trainer's strategy, so every rank normalises latents alike.
             self.novelty.trainer = self.trainer
+
+    def _resolve_novelty_fit_sources(self) -> torch.Tensor | None:
+        wanted = self.hparams.novelty_fit_sources
+        if wanted is None:
+            return None
+        names = list(getattr(self.trainer.datamodule, "source_names", None) or ["platform"])
+        unknown = [name for name in wanted if name not in names]
+        if unknown:
+            raise ValueError(f"novelty_fit_sources {unknown} are not data sources; the sources "
+                             f"are {names}")
+        return torch.tensor([names.index(name) for name in wanted], device=self.device)
+
+    def _novelty_fit_weight(self, source: torch.Tensor) -> torch.Tensor | None:
+        """1 for the transitions the online novelty model trains on, 0 elsewhere (None: all)."""
+        if self._novelty_fit_ids is None:
+            return None
+        return torch.isin(source, self._novelty_fit_ids).float()
 
     def on_train_start(self) -> None:
         priority = getattr(self.trainer.datamodule, "replay_priority", "uniform")
@@ -327,8 +358,9 @@ class SACModule(L.LightningModule):
         total, z_actor, metrics = losses(batch.sample)
         z_scored = z_actor[: hp.novelty_batch] if self.novelty is not None else None
         if hp.novelty_online:
-            self.novelty.update_normaliser(z_scored)
-            novelty_loss = self.novelty.diffusion_loss(z_scored)
+            fit = self._novelty_fit_weight(batch.sample.source[: hp.novelty_batch])
+            self.novelty.update_normaliser(z_scored, fit)
+            novelty_loss = self.novelty.diffusion_loss(z_scored, weight=fit)
             total = total + novelty_loss
 
         optimizer = self.optimizers()
@@ -342,7 +374,7 @@ class SACModule(L.LightningModule):
             if hp.novelty_online:
                 metrics["novelty_loss"] = novelty_loss.detach()
                 if self.global_step < hp.novelty_calibration_updates:
-                    self.novelty.update_statistics(z_scored)
+                    self.novelty.update_statistics(z_scored, fit)
             scores = self.novelty.score(z_scored)  # (n,), novelty of the batch's transitions
             metrics["novelty"] = scores.mean()
             metrics["novelty_scores"] = scores
