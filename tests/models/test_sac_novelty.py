@@ -199,3 +199,15 @@ def test_weighted_novelty_updates_equal_updates_on_the_kept_latents():
     for name, value in a.state_dict().items():
         torch.testing.assert_close(value, before[name], msg=name)
     assert a.diffusion_loss(z, weight=nothing).item() == 0.0
+    # Nor does it count as calibration: the first batch that keeps latents sets the statistics.
+    c = LatentDiffusionNovelty(latent_dim=LATENT, hidden_dim=32, num_blocks=1)
+    c.load_state_dict(b.state_dict())
+    d = LatentDiffusionNovelty(latent_dim=LATENT, hidden_dim=32, num_blocks=1)
+    d.load_state_dict(b.state_dict())
+    for model in (c, d):
+        model.calibrated.fill_(False)
+    c.update_statistics(z, nothing)
+    c.update_statistics(z, weight)
+    d.update_statistics(kept)
+    for name in ("err_mean", "err_std", "calibrated"):
+        torch.testing.assert_close(getattr(c, name), getattr(d, name), msg=name)

@@ -357,16 +357,18 @@ class LatentDiffusionNovelty(L.LightningModule):
         count = sums[2]
         mean = sums[0] / count.clamp_min(1.0)
         var = (sums[1] - count * mean.square()).clamp_min(0.0) / (count - 1).clamp_min(1.0)
-        # A batch with no kept latent leaves the statistics as they are (no host sync to ask).
-        kept = count > 0
-        if not self._calibrated:
-            mean = torch.where(kept, mean, self.err_mean)
-            self._set_moments(mean, torch.where(kept, var, self.err_std.square()))
-            return
-        m = self.hparams.stats_momentum
-        var = self.err_std.square().lerp(var, m * kept)
-        self.err_mean.lerp_(mean, m * kept)
+        # The first batch with a kept latent sets the statistics (rate 1), later ones move
+        # them by the EMA rate, and a batch with none leaves them (rate 0): decided on the
+        # device, with no host sync.
+        kept = count[0] > 0  # () every timestep counts the same latents
+        rate = torch.where(self.calibrated, self.hparams.stats_momentum, 1.0) * kept
+        var = self.err_std.square().lerp(var, rate)
+        self.err_mean.lerp_(mean, rate)
         self.err_std.copy_(var.sqrt().clamp_min(1e-6))
+        self.calibrated |= kept
+        # The Python mirror lets score() run from the first call; until a latent is kept the
+        # statistics are the identity (mean 0, std 1).
+        self._calibrated = True
 
     def _set_statistics(self, err: torch.Tensor) -> None:
         self._set_moments(err.mean(0), err.var(0))
