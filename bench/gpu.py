@@ -155,8 +155,8 @@ def attempt(what: str, measure, *args, **kwargs) -> float | None:
         return None
 
 
-def figure(value: float | None, fmt: str = "{:,.0f}") -> str:
-    return "failed (see the log)" if value is None else fmt.format(value)
+def figure(value: float | None) -> str:
+    return "failed (see the log)" if value is None else f"{value:,.0f}"
 
 
 def main() -> None:
