@@ -182,10 +182,14 @@ def test_resume_with_frame_features_retraces_the_uninterrupted_run(tmp_path):
     model_b, dm_b, trainer_b = run(tmp_path / "b", 6, callbacks=[checkpoint])
     trainer_b.fit(model_b, dm_b)
     model_c, dm_c, trainer_c = run(tmp_path / "c", 9)
-    trainer_c.fit(model_c, dm_c, ckpt_path=checkpoint.best_model_path or checkpoint.last_model_path)
+    trainer_c.fit(model_c, dm_c, ckpt_path=checkpoint.best_model_path)
     assert dm_c.buffer.frame_feature_dim > 0 and trainer_c.global_step == 9
     for name, weight in model_a.state_dict().items():
         torch.testing.assert_close(model_c.state_dict()[name], weight, rtol=0, atol=0, msg=name)
+    # Resuming it with pixels instead is a clear error, not a silent restart of the replay.
+    model_d, dm_d, trainer_d = run(tmp_path / "d", 9, cache_frame_features=False)
+    with pytest.raises(ValueError, match=r"replay stores frame features; resume with the model"):
+        trainer_d.fit(model_d, dm_d, ckpt_path=checkpoint.best_model_path)
 
 
 def test_bad_freeze_settings_are_named(tmp_path):
