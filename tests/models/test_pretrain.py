@@ -188,7 +188,7 @@ def test_resume_with_frame_features_retraces_the_uninterrupted_run(tmp_path):
         torch.testing.assert_close(model_c.state_dict()[name], weight, rtol=0, atol=0, msg=name)
     # Resuming it with pixels instead is a clear error, not a silent restart of the replay.
     model_d, dm_d, trainer_d = run(tmp_path / "d", 9, cache_frame_features=False)
-    with pytest.raises(ValueError, match=r"replay stores frame features; resume with the model"):
+    with pytest.raises(ValueError, match=r"stores frame features; resume with .*cache_frame_feat"):
         trainer_d.fit(model_d, dm_d, ckpt_path=checkpoint.best_model_path)
 
 

@@ -613,9 +613,17 @@ class ReplayBuffer:
                 raise ValueError(f"replay state is missing field {key!r}")
             got = np.asarray(state[key])
             if got.shape != expected.shape or not np.array_equal(got, expected):
+                hint = ""
+                if key == "frame_features":
+                    # SACModule's cache_frame_features and freeze_encoder decide the layout.
+                    hint = (
+                        f": the state stores frame {'pixels' if int(got) == 0 else 'features'}; "
+                        "resume with the model's cache_frame_features and freeze_encoder as the "
+                        "run had them"
+                    )
                 raise ValueError(
                     f"replay state field {key!r} is {got.tolist()!r}, but this buffer was built "
-                    f"with {expected.tolist()!r}"
+                    f"with {expected.tolist()!r}{hint}"
                 )
         arrays = self._arrays()
         if "priority" not in state:  # saved before prioritised replay existed: all equal

@@ -509,16 +509,7 @@ class RolloutDataModule(L.LightningDataModule):
         if self.buffer is None:
             raise RuntimeError("load_state_dict before setup(): the buffer does not exist yet")
         state = _from_checkpoint(state)
-        try:
-            self.buffer.load_state_dict(state["replay"])
-        except ValueError as e:
-            if "'frame_features'" not in str(e):
-                raise
-            raise ValueError(
-                f"{e}: the checkpoint's replay stores frame "
-                f"{'features' if self.buffer.frame_feature_dim == 0 else 'pixels'}; resume "
-                "with the model's cache_frame_features and freeze_encoder as the run had them"
-            ) from e
+        self.buffer.load_state_dict(state["replay"])
         if state["env"] is not None:
             self.envs.load_state_dict(state["env"])
         else:  # an env without state_dict restarts its episodes: resume is then not exact
