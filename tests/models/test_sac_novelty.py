@@ -211,3 +211,7 @@ def test_weighted_novelty_updates_equal_updates_on_the_kept_latents():
     d.update_statistics(kept)
     for name in ("err_mean", "err_std", "calibrated"):
         torch.testing.assert_close(getattr(c, name), getattr(d, name), msg=name)
+    fresh = LatentDiffusionNovelty(latent_dim=LATENT, hidden_dim=32, num_blocks=1)
+    fresh.update_normaliser(z, nothing)  # nothing kept yet: still the identity normaliser
+    torch.testing.assert_close(fresh.z_mean, torch.zeros(LATENT))
+    torch.testing.assert_close(fresh.z_std, torch.ones(LATENT))

@@ -228,12 +228,11 @@ class LatentDiffusionNovelty(L.LightningModule):
         self.z_sum += sums[0]
         self.z_sqsum += sums[1]
         self.z_count += sums[2, 0]
-        count = self.z_count.clamp_min(1.0)
-        mean, std = self.z_mean.clone(), self.z_std.clone()
-        self._set_normaliser(self.z_sum / count, self.z_sqsum / count)
-        # Nothing kept yet (no latent had weight): stay at the identity normaliser.
-        self.z_mean.copy_(torch.where(self.z_count > 0, self.z_mean, mean))
-        self.z_std.copy_(torch.where(self.z_count > 0, self.z_std, std))
+        # Until a latent has been kept (weight 1), the normaliser stays as it is.
+        kept, count = self.z_count > 0, self.z_count.clamp_min(1.0)
+        mean = torch.where(kept, self.z_sum / count, self.z_mean)
+        second = torch.where(kept, self.z_sqsum / count, self.z_std.square() + self.z_mean.square())
+        self._set_normaliser(mean, second)
 
     @torch.no_grad()
     def fit_normaliser(self, z: torch.Tensor) -> None:
