@@ -78,6 +78,11 @@ BENCHES: tuple[Bench, ...] = (
         ("pretrain.py", "--episodes", "100", "--epochs", "1", "--skip-sac"),
     ),
     Bench(
+        "frozen_replay",
+        ("frozen_replay.py",),
+        ("frozen_replay.py", "--archs", "simple3dcnn", "--updates", "20"),
+    ),
+    Bench(
         "novelty",
         ("novelty.py", "--seeds", "0", "1", "2"),
         ("novelty.py", "--seeds", "0", "--record-episodes", "30", "--pretrain-steps", "50",

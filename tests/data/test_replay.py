@@ -668,3 +668,73 @@ def test_frame_features_need_an_empty_video_buffer_and_features_of_the_stated_si
     wrong.store_frame_features(_frame_features, FEATURE_DIM + 1)
     with pytest.raises(ValueError, match=r"features of shape \(4, 6\).*expected \(4, 7\)"):
         fill_video(wrong, FrameHistoryEnv(2, 3, min_len=2, max_len=7, seed=3), steps=1)
+
+
+# ---------------------------------------------------------------- clip latents
+
+
+def _clip_latents(clips: np.ndarray) -> np.ndarray:
+    """A fixed clip function standing in for a frozen clip encoder: each frame's channel
+    means, in order, so the latent depends on every frame of the clip and on their order."""
+    return clips.astype(np.float32).mean(axis=(3, 4)).reshape(len(clips), -1)  # (K, T * C)
+
+
+def _clip_latent_buffer(frame_stack: int = 3) -> ReplayBuffer:
+    buffer = video_buffer(capacity=2 * 16, num_envs=2, frame_stack=frame_stack)
+    buffer.store_frame_features(_clip_latents, frame_stack * FRAME_SHAPE[0], clip=True)
+    return buffer
+
+
+@pytest.mark.parametrize("min_len", [1, 8])
+def test_a_clip_latent_buffer_samples_the_latents_of_each_transitions_clips(min_len) -> None:
+    """Every sampled obs / next_obs is the encoder's latent of that transition's own clip,
+    whatever the episode lengths (one-step episodes evict frames early) and across the ring's
+    wrap-around and episode starts."""
+    buffer = _clip_latent_buffer()
+    env = FrameHistoryEnv(2, 3, min_len=min_len, max_len=min_len + 6, seed=3)
+    expected_obs, expected_next, _ = fill_video(buffer, env, steps=45)
+    sample = buffer.sample(500, np.random.default_rng(0))
+    ids = sample_ids(sample)
+    assert sample.obs.dtype == torch.float32 and sample.obs.shape == (500, 3 * FRAME_SHAPE[0])
+    np.testing.assert_array_equal(sample.obs.numpy(), _clip_latents(expected_obs[ids]))
+    np.testing.assert_array_equal(sample.next_obs.numpy(), _clip_latents(expected_next[ids]))
+
+
+def test_a_clip_latent_buffer_draws_like_a_pixel_buffer_when_no_frame_is_evicted() -> None:
+    pixels, latents = video_buffer(2 * 16, 2, 3), _clip_latent_buffer()
+    for buffer in (pixels, latents):
+        fill_video(buffer, FrameHistoryEnv(2, 3, min_len=8, max_len=12, seed=4), steps=45)
+    a = pixels.sample(64, np.random.default_rng(1))
+    b = latents.sample(64, np.random.default_rng(1))
+    np.testing.assert_array_equal(b.obs.numpy(), _clip_latents(a.obs.numpy()))
+    np.testing.assert_array_equal(b.next_obs.numpy(), _clip_latents(a.next_obs.numpy()))
+    for name in ("action", "reward", "err", "terminated", "source", "index"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+
+
+def test_a_clip_latent_buffer_round_trips_and_refuses_other_layouts() -> None:
+    original = _clip_latent_buffer()
+    fill_video(original, FrameHistoryEnv(2, 3, min_len=2, max_len=7, seed=3), steps=45)
+    restored, mirrored = _clip_latent_buffer(), _clip_latent_buffer()
+    mirrored.to_device("cpu")
+    for buffer in (restored, mirrored):
+        buffer.load_state_dict(original.state_dict())
+    for buffer in (original, restored, mirrored):
+        _continue(buffer)
+    reference = original.sample(64, np.random.default_rng(6))
+    assert_samples_equal(reference, restored.sample(64, np.random.default_rng(6)))
+    assert_samples_equal(reference, mirrored.sample(64, np.random.default_rng(6)))
+    # Per-frame features of the same size are a different layout: refused, and named.
+    features = video_buffer(2 * 16, 2, 3)
+    features.store_frame_features(_frame_features, 3 * FRAME_SHAPE[0])
+    with pytest.raises(ValueError, match=r"'clip_features' is True.*stores clip latents"):
+        features.load_state_dict(original.state_dict())
+    with pytest.raises(ValueError, match=r"'frame_features' is 9.*stores clip latents"):
+        video_buffer(2 * 16, 2, 3).load_state_dict(original.state_dict())
+
+
+def test_a_clip_encoder_returning_the_wrong_size_is_named() -> None:
+    wrong = video_buffer(2 * 16, 2, 3)
+    wrong.store_frame_features(_clip_latents, 3 * FRAME_SHAPE[0] + 1, clip=True)
+    with pytest.raises(ValueError, match=r"clip encoder returned features of shape \(4, 9\)"):
+        fill_video(wrong, FrameHistoryEnv(2, 3, min_len=2, max_len=7, seed=3), steps=1)

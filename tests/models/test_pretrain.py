@@ -142,14 +142,15 @@ def test_trunk_freezing_trains_only_a_fresh_head(tmp_path):
     )
 
 
-@pytest.mark.parametrize("freeze_encoder", [True, "trunk"])
-def test_a_fixed_trunk_has_the_replay_store_frame_features(tmp_path, freeze_encoder):
-    model, dm, trainer = _video_run(tmp_path, freeze_encoder=freeze_encoder)
+def test_a_fixed_trunk_has_the_replay_store_frame_features(tmp_path):
+    model, dm, trainer = _video_run(tmp_path, freeze_encoder="trunk")
     trainer.fit(model, dm)
     assert trainer.global_step == 6
     assert dm.buffer.frame_feature_dim == model.encoder.frame_dim > 0
+    assert not dm.buffer.clip_features
     # Stored features give the latents the pixels give: the updates see what acting sees.
-    encode, dim = model.frame_feature_encoder()
+    encode, dim, clip = model.frame_feature_encoder()
+    assert not clip
     clips = torch.randint(0, 256, (5, *CLIP), dtype=torch.uint8)
     features = encode(clips.reshape(-1, *CLIP[1:]).numpy()).reshape(5, CLIP[0], dim)
     model.eval()
@@ -157,6 +158,31 @@ def test_a_fixed_trunk_has_the_replay_store_frame_features(tmp_path, freeze_enco
         torch.testing.assert_close(
             model._replay_latent(torch.from_numpy(features)), model.encoder(clips)
         )
+
+
+@pytest.mark.parametrize("arch", ["simple2dcnn", "simple3dcnn", "r3d18"])
+def test_a_frozen_encoder_has_the_replay_store_clip_latents(tmp_path, arch):
+    model, dm, trainer = _video_run(tmp_path, freeze_encoder=True, encoder_arch=arch)
+    frozen = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+    trainer.fit(model, dm)
+    assert trainer.global_step == 6
+    assert dm.buffer.clip_features and dm.buffer.frame_feature_dim == model.encoder.latent_dim
+    for name, value in model.encoder.state_dict().items():  # BatchNorm statistics included
+        assert torch.equal(value, frozen[name]), name
+    # What the updates replay is what acting computes, in eval mode, for the stored clips.
+    model.eval()
+    sample = dm.buffer.sample(8, np.random.default_rng(0))
+    assert sample.obs.shape == (8, model.encoder.latent_dim)
+    assert torch.equal(model._replay_latent(sample.obs), sample.obs)
+    # The newest stored latent of each env is the eval-mode latent of the env's current clip
+    # (its last next_obs: no episode ended in these few steps).
+    buffer, envs = dm.buffer, np.arange(dm.num_envs)
+    newest = buffer._frames[(buffer._frame_count - 1) % buffer.frame_capacity, envs]
+    with torch.no_grad():
+        torch.testing.assert_close(
+            torch.from_numpy(newest), model.encoder(torch.from_numpy(dm._obs))
+        )
+    assert model.frame_feature_encoder().clip
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,7 @@
 """Replay memory and data modules."""
 
 from v2p.data.clips import ClipBatch, ClipDataModule, Episode, load_episodes
-from v2p.data.replay import ReplayBuffer, ReplaySample
+from v2p.data.replay import ReplayBuffer, ReplayFeatures, ReplaySample
 
-__all__ = ["ReplayBuffer", "ReplaySample"]
+__all__ = ["ReplayBuffer", "ReplayFeatures", "ReplaySample"]
 __all__ += ["ClipBatch", "ClipDataModule", "Episode", "load_episodes"]

@@ -11,8 +11,10 @@ Two storage layouts share one API:
   histories, so each frame is stored once, in a per-env ring, and the stacks are rebuilt at sample
   time (the DrQ-v2 ``replay_buffer.py`` idea, vectorised over envs and batch). A video transition
   then costs about one frame instead of ``2 * T`` frames (DESIGN.md, "Video replay memory").
-  With :meth:`ReplayBuffer.store_frame_features` the ring holds each frame's features from a
-  frozen per-frame encoder instead of its pixels, and samples are ``(B, T, feature_dim)``.
+  With :meth:`ReplayBuffer.store_frame_features` the ring holds, instead of each frame's
+  pixels, what a fixed encoder makes of it: a per-frame trunk's features (samples are
+  ``(B, T, feature_dim)``), or a whole frozen clip encoder's latent of the clip that ends at
+  the frame (``clip=True``; samples are ``(B, feature_dim)``).
 
 Checkpoints of a big buffer go to a side file (:meth:`ReplayBuffer.save` /
 :meth:`ReplayBuffer.load`, an uncompressed ``.npz``) rather than being pickled into the Lightning
@@ -30,10 +32,19 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-__all__ = ["ReplayBuffer", "ReplaySample"]
+__all__ = ["ReplayBuffer", "ReplayFeatures", "ReplaySample"]
 
 # Bumped whenever the layout of `state_dict` changes, so an old side file fails loudly.
 _STATE_VERSION = 1
+
+
+class ReplayFeatures(NamedTuple):
+    """The arguments of :meth:`ReplayBuffer.store_frame_features`: what a fixed encoder makes
+    of each stored frame (a model's ``frame_feature_encoder()`` returns one)."""
+
+    encode: Callable[[np.ndarray], np.ndarray]
+    dim: int
+    clip: bool = False
 
 
 class ReplaySample(NamedTuple):
@@ -45,8 +56,9 @@ class ReplaySample(NamedTuple):
     is stored as 0 so that its target still bootstraps.
     """
 
-    # (B, *obs_shape), stored dtype (uint8 for video); (B, T, D) float32 frame features when
-    # the buffer stores them (ReplayBuffer.store_frame_features). next_obs alike.
+    # (B, *obs_shape), stored dtype (uint8 for video); float32 (B, T, D) frame features or
+    # (B, D) clip latents when the buffer stores them (ReplayBuffer.store_frame_features).
+    # next_obs alike.
     obs: torch.Tensor
     action: torch.Tensor  # (B, action_dim) float32
     reward: torch.Tensor  # (B,) float32
@@ -98,6 +110,13 @@ class _ArrayOps:
         if self.device is None:
             return torch.from_numpy(np.ascontiguousarray(array))
         return array if isinstance(array, torch.Tensor) else torch.from_numpy(array).to(self.device)
+
+
+def _layout_name(state: dict[str, np.ndarray]) -> str:
+    """What a replay state's frame ring holds, in words."""
+    if int(state["frame_features"]) == 0:
+        return "frame pixels"
+    return "clip latents" if bool(state["clip_features"]) else "frame features"
 
 
 def _is_positive_int(value: object) -> bool:
@@ -202,9 +221,11 @@ class ReplayBuffer:
             # first frame.
             self._frame_count = np.zeros(n_env, dtype=np.int64)
             self._current_episode_first = np.zeros(n_env, dtype=np.int64)
-        # Frame features instead of pixels (store_frame_features): their size, the function
-        # that makes them, and each env's newest raw frame (the ring no longer holds pixels).
+        # Frame features instead of pixels (store_frame_features): their size, whether they
+        # are whole-clip latents, the function that makes them, and each env's newest raw
+        # frame (the ring no longer holds pixels).
         self.frame_feature_dim = 0
+        self.clip_features = False
         self._encode_frames: Callable[[np.ndarray], np.ndarray] | None = None
         self._newest_frame: np.ndarray | None = None
         self._env_ids = np.arange(n_env)
@@ -292,13 +313,22 @@ class ReplayBuffer:
         self._pos = (p + 1) % self.per_env_capacity
         self._full = self._full or self._pos == 0
 
-    def store_frame_features(self, encode: Callable[[np.ndarray], np.ndarray], dim: int) -> None:
-        """Store ``encode(frames)`` for every frame instead of its pixels.
+    def store_frame_features(
+        self, encode: Callable[[np.ndarray], np.ndarray], dim: int, clip: bool = False
+    ) -> None:
+        """Store what a fixed encoder makes of every frame instead of its pixels.
 
-        ``encode`` maps raw frames ``(K, *frame_shape)`` to float features ``(K, dim)`` and
-        must be a fixed function (a frozen per-frame encoder): a frame is encoded once, when
-        it is added, and samples return stacks of features ``(B, T, dim)``. Call it on an
-        empty buffer, before :meth:`to_device`.
+        ``encode`` must be a fixed function (a frozen encoder): each frame is encoded once,
+        when it is added. Call this on an empty buffer, before :meth:`to_device`.
+
+        Args:
+            encode: with ``clip=False``, raw frames ``(K, *frame_shape)`` -> float features
+                ``(K, dim)`` (a per-frame trunk); samples return stacks ``(B, T, dim)``. With
+                ``clip=True``, clips ``(K, T, *frame_shape)`` -> latents ``(K, dim)`` (a whole
+                frozen clip encoder), stored at each clip's newest frame; samples return the
+                latents ``(B, dim)`` of obs and next_obs.
+            dim: the size of what ``encode`` returns per frame or clip.
+            clip: encode whole clips rather than single frames.
         """
         if self.frame_stack is None:
             raise ValueError(
@@ -311,20 +341,32 @@ class ReplayBuffer:
             )
         assert self.frame_capacity is not None
         self.frame_feature_dim = _positive_int("dim", dim)
+        self.clip_features = bool(clip)
         self._frames = np.zeros((self.frame_capacity, self.num_envs, dim), dtype=np.float32)
         self._newest_frame = np.zeros((self.num_envs, *self.obs_shape[1:]), self.obs_dtype)
         self._encode_frames = encode
 
-    def _stored_frames(self, frames: np.ndarray) -> np.ndarray:
-        """What the ring keeps of raw frames ``(K, *frame_shape)``: them, or their features."""
+    @property
+    def _window(self) -> int:
+        """How many consecutive ring entries one observation reads: T, or 1 for clip latents."""
+        assert self.frame_stack is not None
+        return 1 if self.clip_features else self.frame_stack
+
+    def _stored_frames(self, reset_obs: np.ndarray, next_obs: np.ndarray) -> np.ndarray:
+        """What the ring keeps of one add's new frames: the first frames of the episodes that
+        start (``reset_obs``, their clips) and the newest frames of ``next_obs``, in that
+        order. Their pixels, their features, or the latents of the clips they end."""
+        frames = np.concatenate([reset_obs[:, -1], next_obs[:, -1]])
         if self._encode_frames is None:
             return frames
-        features = np.asarray(self._encode_frames(frames), dtype=np.float32)
+        inputs = np.concatenate([reset_obs, next_obs]) if self.clip_features else frames
+        features = np.asarray(self._encode_frames(inputs), dtype=np.float32)
         expected = (len(frames), self.frame_feature_dim)
         if features.shape != expected:
+            what = "clip" if self.clip_features else "frame"
             raise ValueError(
-                f"the frame encoder returned features of shape {features.shape} for "
-                f"{len(frames)} frames, expected {expected}"
+                f"the {what} encoder returned features of shape {features.shape} for "
+                f"{len(frames)} {what}s, expected {expected}"
             )
         return features
 
@@ -404,9 +446,7 @@ class ReplayBuffer:
         count += 1
         # Written together so a frame encoder runs once per add, over every new frame.
         rows, envs = np.concatenate([reset_rows, rows]), np.concatenate([started, envs])
-        self._frames[rows, envs] = self._stored_frames(
-            np.concatenate([obs[started, -1], next_obs[:, -1]])
-        )
+        self._frames[rows, envs] = self._stored_frames(obs[started], next_obs)
         if self._newest_frame is not None:
             self._newest_frame[:] = next_obs[:, -1]
         return rows, envs
@@ -503,7 +543,7 @@ class ReplayBuffer:
     def _valid(self, flat: np.ndarray) -> np.ndarray:
         """Whether every frame the transitions at ``flat`` need is still in the ring."""
         oldest_needed = np.maximum(
-            _take(self._obs_frame, flat) - (self.frame_stack - 1),
+            _take(self._obs_frame, flat) - (self._window - 1),
             _take(self._episode_first_frame, flat),
         )
         # The ring of env e holds the absolute frames [count_e - frame_capacity, count_e).
@@ -530,12 +570,11 @@ class ReplayBuffer:
             n_accepted += int(valid.sum())
         return accepted[0] if len(accepted) == 1 else np.concatenate(accepted)
 
-    def _gather_stacks(
-        self, arrays: dict[str, Any], flat: Any, ops: _ArrayOps
-    ) -> tuple[Any, Any]:
-        """Rebuild obs and next_obs clips ``(B, T, *frame_shape)`` in one gather."""
+    def _gather_stacks(self, arrays: dict[str, Any], flat: Any, ops: _ArrayOps) -> tuple[Any, Any]:
+        """Rebuild obs and next_obs clips ``(B, T, *frame_shape)`` in one gather (clip
+        latents: ``(B, dim)``, the entries of the newest frames)."""
         assert self.frame_stack is not None and self.frame_capacity is not None
-        steps = ops.arange(1 - self.frame_stack, 1)  # (T,) offsets from the newest frame
+        steps = ops.arange(1 - self._window, 1)  # (T,) offsets from the newest frame
         newest = ops.stack(
             [ops.take(arrays["obs_frame"], flat), ops.take(arrays["next_obs_frame"], flat)]
         )
@@ -548,6 +587,8 @@ class ReplayBuffer:
         stacks = ops.take(arrays["frames"], frames.reshape(-1)).reshape(
             *frames.shape, *arrays["frames"].shape[2:]
         )
+        if self.clip_features:
+            stacks = stacks[:, :, 0]  # (2, B, dim): one latent per observation
         return stacks[0], stacks[1]  # each a contiguous (B, T, *frame_shape)
 
     # ----------------------------------------------------------- checkpoints
@@ -562,6 +603,7 @@ class ReplayBuffer:
             "obs_dtype": np.asarray(self.obs_dtype.str),
             "frame_stack": np.asarray(self.frame_stack or 0, dtype=np.int64),
             "frame_features": np.asarray(self.frame_feature_dim, dtype=np.int64),
+            "clip_features": np.asarray(self.clip_features, dtype=np.bool_),
         }
 
     def _arrays(self) -> dict[str, np.ndarray]:
@@ -608,18 +650,19 @@ class ReplayBuffer:
         """Restore a :meth:`state_dict`, validated against this buffer's construction."""
         if "frame_features" not in state:  # saved before frame features existed: pixels
             state = {**state, "frame_features": np.asarray(0, dtype=np.int64)}
+        if "clip_features" not in state:  # saved before clip latents existed
+            state = {**state, "clip_features": np.asarray(False)}
         for key, expected in self._config().items():
             if key not in state:
                 raise ValueError(f"replay state is missing field {key!r}")
             got = np.asarray(state[key])
             if got.shape != expected.shape or not np.array_equal(got, expected):
                 hint = ""
-                if key == "frame_features":
+                if key in ("frame_features", "clip_features"):
                     # SACModule's cache_frame_features and freeze_encoder decide the layout.
                     hint = (
-                        f": the state stores frame {'pixels' if int(got) == 0 else 'features'}; "
-                        "resume with the model's cache_frame_features and freeze_encoder as the "
-                        "run had them"
+                        f": the state stores {_layout_name(state)}; resume with the model's "
+                        "cache_frame_features and freeze_encoder as the run had them"
                     )
                 raise ValueError(
                     f"replay state field {key!r} is {got.tolist()!r}, but this buffer was built "

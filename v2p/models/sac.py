@@ -24,7 +24,7 @@ import contextlib
 import copy
 import os
 import random
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 import lightning as L
@@ -35,7 +35,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.func import functional_call
 from torch.nn import functional as F
 
-from v2p.data.replay import ReplaySample
+from v2p.data.replay import ReplayFeatures, ReplaySample
 from v2p.data.rollout import EvalBatch, RolloutBatch
 from v2p.economics import DualAscent, error_rate, mpl, sla_target
 from v2p.economics._validate import check_int, check_scalar
@@ -70,10 +70,12 @@ class SACModule(L.LightningModule):
             ``freeze_encoder: trunk``: pretrained features, a fusion learnt for this task).
             A pretrained head is a poor start for SAC on the dishwashing video
             (docs/benchmarks.md).
-        cache_frame_features: with a fixed trunk (``freeze_encoder`` true or ``trunk``) and a
-            per-frame encoder (``simple2dcnn``), the replay stores each frame's trunk features
-            instead of its pixels, computed once when the frame is added: updates then skip
-            the CNN (they ran it on 2 x B x T frames each). Elsewhere it has no effect.
+        cache_frame_features: on video, with a fixed encoder, the replay stores what the fixed
+            part makes of each frame instead of its pixels, computed once when the frame is
+            added, so updates skip the CNN (they ran it on 2 x B x T frames each). With
+            ``freeze_encoder: true`` (any clip encoder): the latent of the clip the frame
+            ends; with ``trunk`` on a per-frame encoder (``simple2dcnn``): the frame's trunk
+            features, which the trained head pools. Elsewhere it has no effect.
         novelty_ckpt: a trained :class:`~v2p.models.novelty.LatentDiffusionNovelty` checkpoint
             (frozen) that scores every batch's latents; it must have been trained on this
             encoder's latents, so use it with the same pretrained, frozen encoder.
@@ -195,6 +197,9 @@ class SACModule(L.LightningModule):
         self.encoder.requires_grad_(self.encoder_learns)
         if freeze_encoder == "trunk":
             self.encoder.trunk.requires_grad_(False)
+        # From the start: Lightning never calls train() on a fresh module (its loops restore
+        # each submodule's mode after evaluation), so train() alone would never run.
+        self._keep_frozen_encoder_in_eval_mode()
         self.novelty = build_novelty_model(
             latent_dim, novelty_ckpt, novelty_online, novelty_hidden_dim
         )
@@ -246,8 +251,9 @@ class SACModule(L.LightningModule):
         names = list(getattr(self.trainer.datamodule, "source_names", None) or ["platform"])
         unknown = [name for name in wanted if name not in names]
         if unknown:
-            raise ValueError(f"novelty_fit_sources {unknown} are not data sources; the sources "
-                             f"are {names}")
+            raise ValueError(
+                f"novelty_fit_sources {unknown} are not data sources; the sources are {names}"
+            )
         return torch.tensor([names.index(name) for name in wanted], device=self.device)
 
     def _novelty_fit_weight(self, source: torch.Tensor) -> torch.Tensor | None:
@@ -276,43 +282,62 @@ class SACModule(L.LightningModule):
         return self.hparams.freeze_encoder is not True
 
     @property
-    def caches_frame_features(self) -> bool:
-        """Whether replay samples hold the fixed trunk's frame features instead of pixels."""
-        return (
-            self.hparams.cache_frame_features
-            and self.hparams.freeze_encoder in (True, "trunk")
-            and hasattr(self.encoder, "encode_frames")
-        )
-
-    def frame_feature_encoder(self) -> tuple[Callable[[np.ndarray], np.ndarray], int] | None:
-        """``(encode, dim)`` for the replay to store frame features with, or None for pixels.
-
-        ``encode`` runs the fixed trunk on raw frames ``(K, C, H, W)`` -> ``(K, dim)`` float32
-        (RolloutDataModule calls it on every frame it stores).
-        """
-        if not self.caches_frame_features:
+    def replay_features(self) -> Literal["clip", "frame"] | None:
+        """What replay samples hold instead of pixels, with ``cache_frame_features``: the
+        whole frozen encoder's ``clip`` latents, the fixed trunk's ``frame`` features, or
+        None (pixels)."""
+        hp = self.hparams
+        if not hp.cache_frame_features or len(hp.observation_shape) != 4:
             return None
+        if hp.freeze_encoder is True:
+            return "clip"
+        if hp.freeze_encoder == "trunk" and hasattr(self.encoder, "encode_frames"):
+            return "frame"
+        return None
+
+    def frame_feature_encoder(self) -> ReplayFeatures | None:
+        """How the replay should store its frames, or None for pixels.
+
+        ``encode`` runs the fixed part of the encoder on what the replay adds: raw frames
+        ``(K, C, H, W)`` through the trunk, or, with the whole encoder frozen, the clips
+        ``(K, T, C, H, W)`` those frames end, to ``(K, dim)`` float32. RolloutDataModule hands
+        it to :meth:`ReplayBuffer.store_frame_features`.
+        """
+        kind = self.replay_features
+        if kind is None:
+            return None
+        clip = kind == "clip"
+        run = self.encoder if clip else self.encoder.encode_frames
 
         @torch.no_grad()
-        def encode(frames: np.ndarray) -> np.ndarray:
-            features = self.encoder.encode_frames(torch.as_tensor(frames, device=self.device))
-            return features.float().cpu().numpy()
+        def encode(inputs: np.ndarray) -> np.ndarray:
+            return run(torch.as_tensor(inputs, device=self.device)).float().cpu().numpy()
 
-        return encode, self.encoder.frame_dim
+        dim = self.encoder.latent_dim if clip else self.encoder.frame_dim
+        return ReplayFeatures(encode, dim, clip)
 
     def _replay_latent(self, obs: torch.Tensor) -> torch.Tensor:
-        """The latent of replayed observations: pixels, or the trunk's stored frame features."""
-        if self.caches_frame_features:
+        """The latent of replayed observations: from pixels, from the trunk's stored frame
+        features, or the stored latents themselves."""
+        kind = self.replay_features
+        if kind == "clip":
+            return obs
+        if kind == "frame":
             return self.encoder.from_frame_features(obs)
         return self.encoder(obs)
 
     def train(self, mode: bool = True) -> SACModule:
         super().train(mode)
+        self._keep_frozen_encoder_in_eval_mode()
+        return self
+
+    def _keep_frozen_encoder_in_eval_mode(self) -> None:
+        # A frozen encoder's BatchNorm (R3D-18) uses and keeps its running statistics: in
+        # train mode it would normalise by each batch's statistics and update them.
         if self.hparams.freeze_encoder is True:
-            self.encoder.eval()  # a frozen encoder's BatchNorm statistics stay fixed too
+            self.encoder.eval()
         elif self.hparams.freeze_encoder == "trunk":
             self.encoder.trunk.eval()
-        return self
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         hp = self.hparams
@@ -419,15 +444,19 @@ class SACModule(L.LightningModule):
         alpha_loss = -(self.log_alpha * (log_prob.detach() + self.target_entropy)).mean()
 
         total = critic_loss + actor_loss + alpha_loss
-        return total, z_actor, {
-            "critic_loss": critic_loss.detach(),
-            "actor_loss": actor_loss.detach(),
-            "alpha_loss": alpha_loss.detach(),
-            "alpha": alpha,
-            "q": q1.detach().mean(),
-            "entropy": -log_prob.detach().mean(),
-            "penalty": penalty.mean(),
-        }
+        return (
+            total,
+            z_actor,
+            {
+                "critic_loss": critic_loss.detach(),
+                "actor_loss": actor_loss.detach(),
+                "alpha_loss": alpha_loss.detach(),
+                "alpha": alpha,
+                "q": q1.detach().mean(),
+                "entropy": -log_prob.detach().mean(),
+                "penalty": penalty.mean(),
+            },
+        )
 
     @torch.no_grad()
     def _soft_update_target(self) -> None:
