@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import gymnasium as gym
 import lightning as L
 import numpy as np
 import pytest
@@ -149,7 +150,7 @@ def test_a_fixed_trunk_has_the_replay_store_frame_features(tmp_path):
     assert dm.buffer.frame_feature_dim == model.encoder.frame_dim > 0
     assert not dm.buffer.clip_features
     # Stored features give the latents the pixels give: the updates see what acting sees.
-    encode, dim, clip = model.frame_feature_encoder()
+    encode, dim, clip = model.replay_feature_encoder()
     assert not clip
     clips = torch.randint(0, 256, (5, *CLIP), dtype=torch.uint8)
     features = encode(clips.reshape(-1, *CLIP[1:]).numpy()).reshape(5, CLIP[0], dim)
@@ -182,7 +183,7 @@ def test_a_frozen_encoder_has_the_replay_store_clip_latents(tmp_path, arch):
         torch.testing.assert_close(
             torch.from_numpy(newest), model.encoder(torch.from_numpy(dm._obs))
         )
-    assert model.frame_feature_encoder().clip
+    assert model.replay_feature_encoder().clip
 
 
 @pytest.mark.parametrize(
@@ -191,7 +192,7 @@ def test_a_frozen_encoder_has_the_replay_store_clip_latents(tmp_path, arch):
 def test_pixels_stay_in_the_replay_without_a_fixed_trunk_or_when_asked(tmp_path, settings):
     model, dm, trainer = _video_run(tmp_path, **settings)
     trainer.fit(model, dm)
-    assert model.frame_feature_encoder() is None
+    assert model.replay_feature_encoder() is None
     assert dm.buffer.frame_feature_dim == 0
     assert dm.buffer.sample(2, np.random.default_rng(0)).obs.dtype == torch.uint8
 
@@ -356,3 +357,44 @@ def test_a_corrupt_clip_file_fails_clearly(tmp_path):
     (tmp_path / "shard_00000.npz").write_bytes(b"garbage")
     with pytest.raises(ValueError, match=r"shard_00000\.npz"):
         ClipDataModule([str(tmp_path / "shard_00000.npz")])
+
+
+class _FloatClipEnv(gym.Env):
+    """Clips of float pixels: a video observation the replay keeps whole (not frame rings)."""
+
+    observation_space = gym.spaces.Box(0.0, 1.0, (4, 3, 32, 32), np.float32)
+    action_space = gym.spaces.Box(0.0, 1.0, (1,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self._t = 0
+        return self.observation_space.sample(), {}
+
+    def step(self, action):
+        self._t += 1
+        return self.observation_space.sample(), 0.0, False, self._t >= 5, {}
+
+
+def test_a_frozen_encoder_on_float_clips_asks_for_pixel_replay_by_name(tmp_path):
+    env_id = "v2p-test/FloatClips-v0"
+    if env_id not in gym.registry:
+        gym.register(id=env_id, entry_point=_FloatClipEnv, disable_env_checker=True)
+    settings = dict(encoder_arch="simple3dcnn", freeze_encoder=True)
+    data = {"batch_size": 4, "warmup_steps": 8, "updates_per_epoch": 2, "eval_episodes": 1}
+
+    def run(root, **model_kwargs):
+        return make_run(
+            root,
+            env_id=env_id,
+            model_kwargs={**_sac_encoder(**settings), **model_kwargs},
+            max_steps=2,
+            data_kwargs=data,
+            limit_val_batches=0,
+        )
+
+    model, dm, trainer = run(tmp_path / "cached")
+    with pytest.raises(ValueError, match=r"uint8 frame-history.*cache_frame_features=false"):
+        trainer.fit(model, dm)
+    model, dm, trainer = run(tmp_path / "pixels", cache_frame_features=False)
+    trainer.fit(model, dm)
+    assert trainer.global_step == 2 and dm.buffer.frame_stack is None

@@ -40,7 +40,7 @@ _STATE_VERSION = 1
 
 class ReplayFeatures(NamedTuple):
     """The arguments of :meth:`ReplayBuffer.store_frame_features`: what a fixed encoder makes
-    of each stored frame (a model's ``frame_feature_encoder()`` returns one)."""
+    of each stored frame (a model's ``replay_feature_encoder()`` returns one)."""
 
     encode: Callable[[np.ndarray], np.ndarray]
     dim: int

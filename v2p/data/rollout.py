@@ -319,17 +319,18 @@ class RolloutDataModule(L.LightningDataModule):
             obs_dtype=self.obs_dtype,
             frame_stack=self.frame_stack,
         )
-        # A model whose frame encoder is fixed has the replay keep features, not pixels.
+        # A model whose encoder is fixed, whole or in part, has the replay keep what the fixed
+        # part makes of each frame rather than its pixels.
         module = self.trainer.lightning_module if self.trainer is not None else None
-        frame_features = getattr(module, "frame_feature_encoder", lambda: None)()
-        if frame_features is not None:
+        features = getattr(module, "replay_feature_encoder", lambda: None)()
+        if features is not None:
             if self.frame_stack is None:
                 raise ValueError(
                     "the model's cache_frame_features needs uint8 frame-history observations "
                     f"(T, C, H, W); {self.env_id!r} gives {np.dtype(self.obs_dtype).name} "
                     f"{self.observation_shape}: set model.cache_frame_features=false"
                 )
-            self.buffer.store_frame_features(*frame_features)
+            self.buffer.store_frame_features(*features)
         if self.replay_on_device:
             device = self.trainer.strategy.root_device if self.trainer is not None else "cpu"
             self.buffer.to_device(device)

@@ -295,7 +295,7 @@ class SACModule(L.LightningModule):
             return "frame"
         return None
 
-    def frame_feature_encoder(self) -> ReplayFeatures | None:
+    def replay_feature_encoder(self) -> ReplayFeatures | None:
         """How the replay should store its frames, or None for pixels.
 
         ``encode`` runs the fixed part of the encoder on what the replay adds: raw frames
