@@ -288,3 +288,30 @@ def test_replay_on_device_retraces_host_replay(tmp_path):
     assert dm_b.buffer._mirror is not None and dm_b.buffer.device == torch.device("cpu")
     for a, b in zip(model_a.parameters(), model_b.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("freeze_encoder", [False, "trunk"])
+def test_acting_uses_the_running_statistics_and_leaves_them(freeze_encoder):
+    """With BatchNorm in the encoder (R3D-18), an env's action does not depend on the other
+    envs' clips, acting does not move the running statistics, and the modes come back."""
+    torch.manual_seed(0)
+    clip = (2, 3, 16, 16)
+    model = SACModule(
+        clip,
+        [0.0],
+        [1.0],
+        encoder_arch="r3d18",
+        latent_dim=8,
+        hidden_dim=16,
+        freeze_encoder=freeze_encoder,
+    )
+    statistics = {k: v.clone() for k, v in model.encoder.state_dict().items() if "running" in k}
+    obs = np.random.default_rng(0).integers(0, 256, (3, *clip), dtype=np.uint8)
+    together = model.act(obs, deterministic=True)
+    alone = np.concatenate([model.act(obs[i : i + 1], deterministic=True) for i in range(3)])
+    np.testing.assert_allclose(together, alone, rtol=0, atol=1e-5)
+    for name, value in model.encoder.state_dict().items():
+        if name in statistics:
+            assert torch.equal(value, statistics[name]), name
+    assert model.encoder.training and model.encoder.head.training
+    assert model.encoder.trunk.training == (freeze_encoder is False)

@@ -232,8 +232,20 @@ class SACModule(L.LightningModule):
 
     @torch.no_grad()
     def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
-        """Actions (N, A) for a batch of observations (N, *obs_shape) from the envs."""
-        z = self.encoder(torch.as_tensor(obs, device=self.device))
+        """Actions (N, A) for a batch of observations (N, *obs_shape) from the envs.
+
+        The encoder acts in eval mode, as Stable-Baselines3 collects rollouts: with BatchNorm
+        (R3D-18) in train mode, one env's action would depend on the other envs' clips, and
+        acting would move the running statistics that evaluation normalises with.
+        """
+        was_training = self.encoder.training
+        self.encoder.eval()
+        try:
+            z = self.encoder(torch.as_tensor(obs, device=self.device))
+        finally:
+            if was_training:
+                self.encoder.train()
+                self._keep_frozen_encoder_in_eval_mode()
         action = self.actor.deterministic(z) if deterministic else self.actor.sample(z)[0]
         return action.cpu().numpy()
 
