@@ -102,7 +102,8 @@ def train(sources: list[dict], seed: int, updates: int, root: str):
     """Fit the sources config; (model, ledger path, the estimator's final [w0, w1])."""
     cli = cli_main(
         [
-            "--config", str(CONFIG),
+            "--config",
+            str(CONFIG),
             f"--seed_everything={seed}",
             f"--trainer.default_root_dir={root}",
             f"--trainer.max_steps={updates}",
@@ -155,7 +156,8 @@ def main() -> None:
             novelty = mean_novelty(ledger)
             diagnosis.append(
                 f"| {seed} | {w0:+.4f} | {w1:+.4f} | "
-                + " | ".join(f"{novelty.get(s['name'], math.nan):+.3f}" for s in SOURCES) + " |"
+                + " | ".join(f"{novelty.get(s['name'], math.nan):+.3f}" for s in SOURCES)
+                + " |"
             )
             with_all = {k: site_mpl(model, site[k]) for k in CUSTOMERS}
             for k, value in attributed(ledger).items():
@@ -165,8 +167,7 @@ def main() -> None:
                 model_k, *_ = train(without, seed, args.updates, f"{root}/without-{k}")
                 actual[k].append(with_all[k] - site_mpl(model_k, site[k]))
                 progress(
-                    f"seed {seed} {k}: actual {actual[k][-1]:+.2f}, "
-                    f"attributed {credit[k][-1]:.3f}"
+                    f"seed {seed} {k}: actual {actual[k][-1]:+.2f}, attributed {credit[k][-1]:.3f}"
                 )
     print_table(actual, credit, args, time.perf_counter() - start, diagnosis)
 
@@ -192,8 +193,12 @@ def print_table(actual, credit, args, seconds: float, diagnosis: list[str]) -> N
     means_a = torch.tensor([statistics.mean(actual[k]) for k in CUSTOMERS])
     means_c = torch.tensor([statistics.mean(credit[k]) for k in CUSTOMERS])
     per_seed = [
-        float(spearman_corrcoef(torch.tensor([credit[k][i] for k in CUSTOMERS]),
-                                torch.tensor([actual[k][i] for k in CUSTOMERS])))
+        float(
+            spearman_corrcoef(
+                torch.tensor([credit[k][i] for k in CUSTOMERS]),
+                torch.tensor([actual[k][i] for k in CUSTOMERS]),
+            )
+        )
         for i in range(len(args.seeds))
     ]
     signs = (pooled_a > 0) == (pooled_c > 0)
@@ -202,7 +207,8 @@ def print_table(actual, credit, args, seconds: float, diagnosis: list[str]) -> N
         f"Spearman(actual, attributed): {float(spearman_corrcoef(means_c, means_a)):.2f} over "
         f"the {len(CUSTOMERS)} source means, {float(spearman_corrcoef(pooled_c, pooled_a)):.2f} "
         f"over all {len(pooled_a)} (source, seed) pairs; within each seed: "
-        + ", ".join(f"{rho:.2f}" for rho in per_seed) + ".",
+        + ", ".join(f"{rho:.2f}" for rho in per_seed)
+        + ".",
         f"Sign agreement (actual > 0 iff attributed > 0): {int(signs.sum())}/{len(signs)}.",
         "",
         "The data-value estimator at the end of each run with every source (ΔMPL per batch = "

@@ -70,20 +70,37 @@ def sac_updates_per_second(device: torch.device, compiled: bool, updates: int) -
     # One env step per 64 updates: the loop is dominated by updates, as on a GPU it should be.
     # The replay sits on the GPU, so a batch needs no host-to-device copy.
     dm = RolloutDataModule(
-        num_envs=1, batch_size=256, warmup_steps=256, updates_per_step=64,
-        updates_per_epoch=10**9, buffer_size=10_000, replay_on_device=device.type == "cuda",
+        num_envs=1,
+        batch_size=256,
+        warmup_steps=256,
+        updates_per_step=64,
+        updates_per_epoch=10**9,
+        buffer_size=10_000,
+        replay_on_device=device.type == "cuda",
     )
     mode = "reduce-overhead" if device.type == "cuda" else "default"
     model = SACModule(
-        dm.observation_shape, dm.action_low, dm.action_high, gamma=0.9, target_entropy=-9.0,
-        compile_update=compiled, compile_mode=mode,
+        dm.observation_shape,
+        dm.action_low,
+        dm.action_high,
+        gamma=0.9,
+        target_entropy=-9.0,
+        compile_update=compiled,
+        compile_mode=mode,
     )
     skip = 100
     clock = _UpdateClock(skip)
     trainer = L.Trainer(
-        accelerator=device.type, devices=1, max_steps=skip + updates, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        num_sanity_val_steps=0, limit_val_batches=0, callbacks=[clock],
+        accelerator=device.type,
+        devices=1,
+        max_steps=skip + updates,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        callbacks=[clock],
     )
     trainer.fit(model, dm)
     return clock.timed / (clock.end - clock.start)
@@ -135,10 +152,16 @@ def novelty_latents_per_second(device: torch.device, batch: int, iterations: int
 def cli_run(device: torch.device, updates: int) -> tuple[float, bool]:
     with tempfile.TemporaryDirectory() as root:
         argv = [
-            sys.executable, "cli.py", "fit", "--config", "configs/dishwashing_video.yaml",
+            sys.executable,
+            "cli.py",
+            "fit",
+            "--config",
+            "configs/dishwashing_video.yaml",
             f"--trainer.accelerator={'gpu' if device.type == 'cuda' else 'cpu'}",
-            f"--trainer.max_steps={updates}", f"--trainer.default_root_dir={root}",
-            "--data.init_args.warmup_steps=1000", "--data.init_args.updates_per_epoch=250",
+            f"--trainer.max_steps={updates}",
+            f"--trainer.default_root_dir={root}",
+            "--data.init_args.warmup_steps=1000",
+            "--data.init_args.updates_per_epoch=250",
             "--trainer.enable_progress_bar=false",
         ]
         start = time.perf_counter()
@@ -166,9 +189,14 @@ def main() -> None:
     args = parser.parse_args()
     name = args.device or ("cuda" if torch.cuda.is_available() else None)
     rows = [
-        "SAC updates/s, eager", "SAC updates/s, compiled", "R3D-18 train clips/s",
-        "R3D-18 inference clips/s", "Simple3DCNN train clips/s", "Simple3DCNN inference clips/s",
-        "novelty scoring latents/s", "CLI fit, video config, 500 updates",
+        "SAC updates/s, eager",
+        "SAC updates/s, compiled",
+        "R3D-18 train clips/s",
+        "R3D-18 inference clips/s",
+        "Simple3DCNN train clips/s",
+        "Simple3DCNN inference clips/s",
+        "novelty scoring latents/s",
+        "CLI fit, video config, 500 updates",
     ]
     print("| measure | figure | target | met |\n|---|---:|---:|---|")
     if name is None:
@@ -183,8 +211,10 @@ def main() -> None:
     compiled = attempt("compiled SAC", sac_updates_per_second, device, True, 200 * n)
     print(f"| SAC updates/s, eager ({label}) | {figure(eager)} | | |")
     if eager and compiled:
-        print(f"| SAC updates/s, compiled | {compiled:,.0f} ({compiled / eager:.2f}x) | 2x eager "
-              f"| {'yes' if compiled >= 2 * eager else 'no'} |")
+        print(
+            f"| SAC updates/s, compiled | {compiled:,.0f} ({compiled / eager:.2f}x) | 2x eager "
+            f"| {'yes' if compiled >= 2 * eager else 'no'} |"
+        )
     else:
         print(f"| SAC updates/s, compiled | {figure(compiled)} | 2x eager | no |")
     # Clips/s depends on the batch: report a modest and a large one rather than pick the best.
@@ -198,16 +228,21 @@ def main() -> None:
             target, met = "", ""
             if arch == "r3d18":
                 target, met = "3,000", "yes" if train and train >= 3000 else "no"
-            print(f"| {title} train clips/s, 8x64x64 bf16, batch {batch} | {figure(train)} "
-                  f"| {target} | {met} |")
-            print(f"| {title} inference clips/s, 8x64x64 bf16, batch {batch} | {figure(infer)} "
-                  "| | |")
+            print(
+                f"| {title} train clips/s, 8x64x64 bf16, batch {batch} | {figure(train)} "
+                f"| {target} | {met} |"
+            )
+            print(
+                f"| {title} inference clips/s, 8x64x64 bf16, batch {batch} | {figure(infer)} | | |"
+            )
     rate = attempt("novelty scoring", novelty_latents_per_second, device, 4096, 20 * n)
     print(f"| novelty scoring latents/s, batch 4096 | {figure(rate)} | | |")
     updates = 100 if args.quick else 500
     seconds, ok = cli_run(device, updates)
-    print(f"| CLI fit, video config, {updates} updates | {seconds:.0f} s, "
-          f"{'finished' if ok else 'FAILED'} | | |")
+    print(
+        f"| CLI fit, video config, {updates} updates | {seconds:.0f} s, "
+        f"{'finished' if ok else 'FAILED'} | | |"
+    )
 
 
 if __name__ == "__main__":

@@ -46,8 +46,13 @@ ENCODER = dict(encoder_arch="simple2dcnn", encoder_channels=32, latent_dim=64)
 def clip_data(recording: Path, seed: int) -> ClipDataModule:
     """The clips of configs/pretrain_encoder.yaml, with a fifth of the episodes held out."""
     data = ClipDataModule(
-        [str(recording)], clip_len=8, frame_size=64, batch_size=64, clips_per_epoch=6400,
-        val_fraction=0.2, seed=seed,
+        [str(recording)],
+        clip_len=8,
+        frame_size=64,
+        batch_size=64,
+        clips_per_epoch=6400,
+        val_fraction=0.2,
+        seed=seed,
     )
     data.setup("fit")
     return data
@@ -63,8 +68,11 @@ def pretrain(
         data.observation_shape, action_dim=data.action_dim, reward_weight=reward_weight, **ENCODER
     )
     trainer = L.Trainer(
-        max_epochs=epochs, default_root_dir=root, enable_progress_bar=False,
-        enable_model_summary=False, log_every_n_steps=50,
+        max_epochs=epochs,
+        default_root_dir=root,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        log_every_n_steps=50,
     )
     start = time.perf_counter()
     trainer.fit(module, data)
@@ -96,11 +104,15 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=150)
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument(
-        "--sac-updates", type=int, default=2250,
+        "--sac-updates",
+        type=int,
+        default=2250,
         help="SAC updates (2,250 = 20,000 env steps with the video config)",
     )
     parser.add_argument(
-        "--reward-weight", type=float, default=1.0,
+        "--reward-weight",
+        type=float,
+        default=1.0,
         help="outcome-prediction weight (configs/pretrain_encoder.yaml: 1; 0 = contrast only)",
     )
     parser.add_argument("--seed", type=int, default=0)
@@ -116,7 +128,10 @@ def main() -> None:
         if args.recording is None:
             start = time.perf_counter()
             record(
-                str(recording), episodes=args.episodes, seed=args.seed, overwrite=True,
+                str(recording),
+                episodes=args.episodes,
+                seed=args.seed,
+                overwrite=True,
                 progress=False,
             )
             progress(f"recorded {args.episodes} episodes in {time.perf_counter() - start:.0f} s")
@@ -168,16 +183,15 @@ def save_untrained(module: EncoderPretrainModule, path: Path) -> Path:
     return path
 
 
-def sac_comparison(
-    ckpt: Path, random_ckpt: Path, updates: int, seed: int, root: Path
-) -> list[str]:
+def sac_comparison(ckpt: Path, random_ckpt: Path, updates: int, seed: int, root: Path) -> list[str]:
     ceiling = optimal_policy(DishwashingParams()).profit
     frozen = ["--model.init_args.freeze_encoder=true"]
     runs = {
         "end to end (encoder trained by the critic)": [],
         "frozen pretrained encoder": [f"--model.init_args.encoder_ckpt={ckpt}", *frozen],
         "frozen random-init encoder (control)": [
-            f"--model.init_args.encoder_ckpt={random_ckpt}", *frozen
+            f"--model.init_args.encoder_ckpt={random_ckpt}",
+            *frozen,
         ],
         "fine-tuned pretrained encoder": [f"--model.init_args.encoder_ckpt={ckpt}"],
         "frozen pretrained trunk, fresh head": [

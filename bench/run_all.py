@@ -39,6 +39,8 @@ class Bench(NamedTuple):
     needs_gpu: bool = False  # without CUDA its block keeps the figures a GPU machine wrote
 
 
+# One benchmark per entry, its full and quick arguments side by side.
+# fmt: off
 BENCHES: tuple[Bench, ...] = (
     Bench("envs", ("envs.py",), ("envs.py", "--seconds", "0.5", "--num-envs", "256",
                                  "--video-envs", "64")),
@@ -98,6 +100,7 @@ BENCHES: tuple[Bench, ...] = (
                                        "--docs", "runs/physics_quick")),
     Bench("gpu", ("gpu.py",), ("gpu.py", "--quick"), needs_gpu=True),
 )
+# fmt: on
 
 
 def cuda_available() -> bool:
@@ -153,8 +156,11 @@ def run(bench: Bench, quick: bool) -> tuple[str, bool]:
         try:
             __import__(bench.needs)
         except ImportError:
-            return f"    {shown}\n\nNot run: needs `{bench.needs}` "\
-                "(`pip install -r requirements-bench.txt`).", False
+            return (
+                f"    {shown}\n\nNot run: needs `{bench.needs}` "
+                "(`pip install -r requirements-bench.txt`).",
+                False,
+            )
     print(f"[bench] {shown}", file=sys.stderr, flush=True)
     start = time.perf_counter()
     result = subprocess.run(argv, cwd=ROOT, stdout=subprocess.PIPE, text=True)
@@ -170,7 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="minutes instead of hours")
     parser.add_argument("--only", nargs="+", choices=[b.name for b in BENCHES], default=None)
     parser.add_argument(
-        "--out", type=Path, default=None,
+        "--out",
+        type=Path,
+        default=None,
         help="file to rewrite (default docs/benchmarks.md; runs/benchmarks-quick.md with --quick)",
     )
     args = parser.parse_args(argv)
@@ -183,16 +191,20 @@ def main(argv: list[str] | None = None) -> int:
         if args.only is not None and bench.name not in args.only:
             continue
         if bench.needs_gpu and not cuda_available():
-            print(f"[bench] {bench.name}: no GPU here, its figures are left as they are",
-                  file=sys.stderr)
+            print(
+                f"[bench] {bench.name}: no GPU here, its figures are left as they are",
+                file=sys.stderr,
+            )
             continue
         body, ok = run(bench, args.quick)
         if not ok:
             failures.append(bench.name)
         text = replace_block(text, bench.name, body)
         out.write_text(text)  # after every benchmark, so a long run keeps what it measured
-    print(f"[bench] wrote {out}" + (f"; failed: {', '.join(failures)}" if failures else ""),
-          file=sys.stderr)
+    print(
+        f"[bench] wrote {out}" + (f"; failed: {', '.join(failures)}" if failures else ""),
+        file=sys.stderr,
+    )
     return 1 if failures else 0
 
 

@@ -134,8 +134,9 @@ def test_trunk_freezing_trains_only_a_fresh_head(tmp_path):
     for mine, loaded in zip(fresh_head, pretrained.head.parameters(), strict=True):
         assert not torch.equal(mine, loaded)  # re-initialised, not the checkpoint's
     trainer.fit(model, dm)
-    for mine, loaded in zip(model.encoder.trunk.parameters(), pretrained.trunk.parameters(),
-                            strict=True):
+    for mine, loaded in zip(
+        model.encoder.trunk.parameters(), pretrained.trunk.parameters(), strict=True
+    ):
         torch.testing.assert_close(mine, loaded, rtol=0, atol=0)
     assert all(  # the critic trained the head
         not torch.equal(a, b)
@@ -271,13 +272,23 @@ def recording(tmp_path_factory):
     return out
 
 
+def _small_clip_data(recording) -> ClipDataModule:
+    """32x32 clips of the recording, 25 batches an epoch, without the random shift."""
+    return ClipDataModule(
+        [str(recording)],
+        clip_len=4,
+        frame_size=32,
+        batch_size=32,
+        clips_per_epoch=32 * 25,
+        val_fraction=0.34,
+        shift_pad=0,
+    )
+
+
 def test_shrunk_pretraining_fit_lowers_its_loss_and_reports_the_probe(tmp_path, recording):
     L.seed_everything(0, verbose=False)
     # No random shift: at 32x32 pixels it makes the task too hard for 50 updates.
-    data = ClipDataModule(
-        [str(recording)], clip_len=4, frame_size=32, batch_size=32, clips_per_epoch=32 * 25,
-        val_fraction=0.34, shift_pad=0,
-    )
+    data = _small_clip_data(recording)
     module = EncoderPretrainModule(data.observation_shape, lr=3e-3, momentum=0.9, **SMALL)
     losses = []
 
@@ -309,7 +320,8 @@ def test_shrunk_pretraining_fit_lowers_its_loss_and_reports_the_probe(tmp_path, 
 def test_pretrain_config_instantiates_through_the_cli(recording):
     cli = cli_main(
         [
-            "--config", str(ROOT / "configs" / "pretrain_encoder.yaml"),
+            "--config",
+            str(ROOT / "configs" / "pretrain_encoder.yaml"),
             f"--data.init_args.paths=[{recording}]",
             "--data.init_args.clip_len=4",
             "--data.init_args.frame_size=32",
@@ -324,15 +336,15 @@ def test_pretrain_config_instantiates_through_the_cli(recording):
 
 def test_outcome_prediction_learns_the_recorded_rewards(tmp_path, recording):
     L.seed_everything(0, verbose=False)
-    data = ClipDataModule(
-        [str(recording)], clip_len=4, frame_size=32, batch_size=32, clips_per_epoch=32 * 25,
-        val_fraction=0.34, shift_pad=0,
-    )
+    data = _small_clip_data(recording)
     module = EncoderPretrainModule(
         data.observation_shape, action_dim=data.action_dim, reward_weight=1.0, lr=3e-3, **SMALL
     )
     trainer = L.Trainer(
-        max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        max_epochs=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
         enable_model_summary=False,
     )
     trainer.validate(module, data, verbose=False)

@@ -46,8 +46,10 @@ def test_online_novelty_trains_and_scores_every_batch(tmp_path):
     novelty, source = scored[-1]
     assert novelty.shape == (8,) and source.shape == (8,) and torch.isfinite(novelty).all()
     assert model.novelty._calibrated
-    changed = [not torch.equal(a, b) for a, b in zip(before, model.novelty.denoiser.parameters(),
-                                                     strict=True)]
+    changed = [
+        not torch.equal(a, b)
+        for a, b in zip(before, model.novelty.denoiser.parameters(), strict=True)
+    ]
     assert all(changed)  # the denoiser is trained by the shared optimiser
     assert "train/novelty" in trainer.logged_metrics or "train/novelty" in trainer.callback_metrics
 
@@ -55,8 +57,9 @@ def test_online_novelty_trains_and_scores_every_batch(tmp_path):
 def test_checkpointed_novelty_model_scores_like_the_original(tmp_path):
     path = tmp_path / "novelty.ckpt"
     original = novelty_checkpoint(path)
-    sac = SACModule((7,), [0.0, 0.0], [1.0, 1.0], novelty_ckpt=str(path), freeze_encoder=True,
-                    **SMALL_MODEL)
+    sac = SACModule(
+        (7,), [0.0, 0.0], [1.0, 1.0], novelty_ckpt=str(path), freeze_encoder=True, **SMALL_MODEL
+    )
     z = torch.randn(10, LATENT)
     torch.testing.assert_close(sac.novelty.score(z), original.score(z))
     assert not any(p.requires_grad for p in sac.novelty.parameters())
@@ -149,10 +152,15 @@ def test_online_novelty_can_be_fitted_on_the_platforms_data_only(tmp_path):
     from v2p.data.sources import DataSource
 
     sources = [DataSource("platform", 1), DataSource("customer", 1, {"dish_mix": {"pot": 1.0}})]
-    model_kwargs = {"novelty_online": True, "novelty_hidden_dim": 32,
-                    "novelty_calibration_updates": 10**6}
+    model_kwargs = {
+        "novelty_online": True,
+        "novelty_hidden_dim": 32,
+        "novelty_calibration_updates": 10**6,
+    }
     model, dm, trainer = make_run(
-        tmp_path, max_steps=20, data_kwargs={"sources": sources},
+        tmp_path,
+        max_steps=20,
+        data_kwargs={"sources": sources},
         model_kwargs={**model_kwargs, "novelty_fit_sources": ["platform"]},
     )
     kept = []
@@ -170,7 +178,9 @@ def test_online_novelty_can_be_fitted_on_the_platforms_data_only(tmp_path):
 
     with pytest.raises(ValueError, match=r"novelty_fit_sources \['site_9'\].*\['platform', "):
         model, dm, trainer = make_run(
-            tmp_path / "bad", max_steps=1, data_kwargs={"sources": sources},
+            tmp_path / "bad",
+            max_steps=1,
+            data_kwargs={"sources": sources},
             model_kwargs={**model_kwargs, "novelty_fit_sources": ["site_9"]},
         )
         trainer.fit(model, dm)

@@ -199,6 +199,7 @@ class DataPricer:
 
     def state_dict(self) -> dict[str, Any]:
         """Plain python values (``weights_only`` loadable); the open window is read back."""
+
         def as_list(t: torch.Tensor | None) -> list[float] | None:
             return None if t is None else t.tolist()
 

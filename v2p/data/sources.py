@@ -96,8 +96,7 @@ class ConcatVectorEnv(VectorEnv):
             else np.random.SeedSequence(seed).generate_state(len(self.parts)).tolist()
         )
         results = [
-            part.reset(seed=s, options=options)
-            for part, s in zip(self.parts, seeds, strict=True)
+            part.reset(seed=s, options=options) for part, s in zip(self.parts, seeds, strict=True)
         ]
         obs = np.concatenate([r[0] for r in results])
         return obs, self._concat_infos([r[1] for r in results])

@@ -194,8 +194,11 @@ class EncoderPretrainModule(L.LightningModule):
                 dst.copy_(src)  # BatchNorm statistics (R3D-18) follow without averaging
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        params = [*self.encoder.parameters(), *self.projector.parameters(),
-                  *self.predictor.parameters()]
+        params = [
+            *self.encoder.parameters(),
+            *self.projector.parameters(),
+            *self.predictor.parameters(),
+        ]
         if self.reward_head is not None:
             params += list(self.reward_head.parameters())
         return torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
@@ -266,7 +269,7 @@ def load_pretrained_encoder(path: str | os.PathLike, map_location: Any = "cpu") 
     )
     prefix = "encoder."
     weights = {
-        k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)
+        k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)
     }
     if not weights:
         raise ValueError(f"encoder checkpoint {path!r} holds no 'encoder.*' weights")
