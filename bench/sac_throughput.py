@@ -137,7 +137,8 @@ def main() -> None:
     }
     rates = {key: run() for key, run in runs.items()}  # one after another, same process
     theirs = rates[("Stable-Baselines3 SAC", "fp32")]
-    print(f"| library | precision | updates/s ({args.threads} thread) | ratio to SB3 |")
+    threads = f"{args.threads} thread{'s' if args.threads > 1 else ''}"
+    print(f"| library | precision | updates/s ({threads}) | ratio to SB3 |")
     print("|---|---|---:|---:|")
     for (name, precision), rate in rates.items():
         print(f"| {name} | {precision} | {rate:,.0f} | {rate / theirs:.2f}x |")
