@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -642,10 +643,12 @@ def test_a_frame_feature_buffer_samples_the_features_of_the_pixel_sample() -> No
         assert torch.equal(getattr(a, name), getattr(b, name)), name
 
 
-def test_a_frame_feature_buffer_round_trips_and_refuses_a_pixel_buffer_state() -> None:
-    original = _feature_buffer()
+def _assert_round_trips(make: Callable[[], ReplayBuffer]) -> ReplayBuffer:
+    """Fill a buffer from ``make``, restore its state into two more (one with a device
+    mirror), add to all three and check they sample alike; return the first."""
+    original = make()
     fill_video(original, FrameHistoryEnv(2, 3, min_len=2, max_len=7, seed=3), steps=45)
-    restored, mirrored = _feature_buffer(), _feature_buffer()
+    restored, mirrored = make(), make()
     mirrored.to_device("cpu")
     for buffer in (restored, mirrored):
         buffer.load_state_dict(original.state_dict())
@@ -654,6 +657,11 @@ def test_a_frame_feature_buffer_round_trips_and_refuses_a_pixel_buffer_state() -
     reference = original.sample(64, np.random.default_rng(6))
     assert_samples_equal(reference, restored.sample(64, np.random.default_rng(6)))
     assert_samples_equal(reference, mirrored.sample(64, np.random.default_rng(6)))
+    return original
+
+
+def test_a_frame_feature_buffer_round_trips_and_refuses_a_pixel_buffer_state() -> None:
+    original = _assert_round_trips(_feature_buffer)
     with pytest.raises(ValueError, match=r"'frame_features' is 6.*built with 0"):
         video_buffer(2 * 16, 2, 3).load_state_dict(original.state_dict())
 
@@ -713,17 +721,7 @@ def test_a_clip_latent_buffer_draws_like_a_pixel_buffer_when_no_frame_is_evicted
 
 
 def test_a_clip_latent_buffer_round_trips_and_refuses_other_layouts() -> None:
-    original = _clip_latent_buffer()
-    fill_video(original, FrameHistoryEnv(2, 3, min_len=2, max_len=7, seed=3), steps=45)
-    restored, mirrored = _clip_latent_buffer(), _clip_latent_buffer()
-    mirrored.to_device("cpu")
-    for buffer in (restored, mirrored):
-        buffer.load_state_dict(original.state_dict())
-    for buffer in (original, restored, mirrored):
-        _continue(buffer)
-    reference = original.sample(64, np.random.default_rng(6))
-    assert_samples_equal(reference, restored.sample(64, np.random.default_rng(6)))
-    assert_samples_equal(reference, mirrored.sample(64, np.random.default_rng(6)))
+    original = _assert_round_trips(_clip_latent_buffer)
     # Per-frame features of the same size are a different layout: refused, and named.
     features = video_buffer(2 * 16, 2, 3)
     features.store_frame_features(_frame_features, 3 * FRAME_SHAPE[0])
