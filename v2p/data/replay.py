@@ -352,14 +352,17 @@ class ReplayBuffer:
         assert self.frame_stack is not None
         return 1 if self.clip_features else self.frame_stack
 
-    def _stored_frames(self, reset_obs: np.ndarray, next_obs: np.ndarray) -> np.ndarray:
+    def _stored_frames(
+        self, obs: np.ndarray, started: np.ndarray, next_obs: np.ndarray
+    ) -> np.ndarray:
         """What the ring keeps of one add's new frames: the first frames of the episodes that
-        start (``reset_obs``, their clips) and the newest frames of ``next_obs``, in that
-        order. Their pixels, their features, or the latents of the clips they end."""
-        frames = np.concatenate([reset_obs[:, -1], next_obs[:, -1]])
+        start (envs ``started`` of ``obs``) and the newest frames of ``next_obs``, in that
+        order. Their pixels, their features, or the latents of the clips they end (whole
+        clips are gathered only for those)."""
+        frames = np.concatenate([obs[started, -1], next_obs[:, -1]])
         if self._encode_frames is None:
             return frames
-        inputs = np.concatenate([reset_obs, next_obs]) if self.clip_features else frames
+        inputs = np.concatenate([obs[started], next_obs]) if self.clip_features else frames
         features = np.asarray(self._encode_frames(inputs), dtype=np.float32)
         expected = (len(frames), self.frame_feature_dim)
         if features.shape != expected:
@@ -446,7 +449,7 @@ class ReplayBuffer:
         count += 1
         # Written together so a frame encoder runs once per add, over every new frame.
         rows, envs = np.concatenate([reset_rows, rows]), np.concatenate([started, envs])
-        self._frames[rows, envs] = self._stored_frames(obs[started], next_obs)
+        self._frames[rows, envs] = self._stored_frames(obs, started, next_obs)
         if self._newest_frame is not None:
             self._newest_frame[:] = next_obs[:, -1]
         return rows, envs
