@@ -25,7 +25,11 @@ def mlp(in_dim: int, out_dim: int, hidden_dim: int, hidden_layers: int) -> nn.Se
 
 
 class Actor(nn.Module):
-    """Tanh-squashed Gaussian policy, rescaled to the action box ``[low, high]``."""
+    """Tanh-squashed Gaussian policy, rescaled to the action box ``[low, high]``.
+
+    ``latent_scale`` multiplies ``z`` before the first layer (see :class:`SACModule`'s
+    ``unit_head_inputs``).
+    """
 
     def __init__(
         self,
@@ -34,16 +38,18 @@ class Actor(nn.Module):
         action_high: torch.Tensor,
         hidden_dim: int = 256,
         hidden_layers: int = 2,
+        latent_scale: float = 1.0,
     ) -> None:
         super().__init__()
         action_dim = action_low.numel()
         self.net = mlp(latent_dim, 2 * action_dim, hidden_dim, hidden_layers)
+        self.latent_scale = latent_scale
         # Constants live in buffers so Lightning moves them with the module.
         self.register_buffer("action_scale", (action_high - action_low) / 2.0)
         self.register_buffer("action_bias", (action_high + action_low) / 2.0)
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean, log_std = self.net(z).chunk(2, dim=-1)  # (B, A) each
+        mean, log_std = self.net(z * self.latent_scale).chunk(2, dim=-1)  # (B, A) each
         log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (torch.tanh(log_std) + 1)
         return mean, log_std
 
@@ -71,15 +77,38 @@ class Actor(nn.Module):
 
 
 class TwinCritic(nn.Module):
-    """Two Q-networks ``Q(z, a)``; the minimum curbs overestimation (TD3, Fujimoto et al. 2018)."""
+    """Two Q-networks ``Q(z, a)``; the minimum curbs overestimation (TD3, Fujimoto et al. 2018).
+
+    ``latent_scale`` multiplies ``z``; with the action box ``action_low``/``action_high`` given,
+    the critics read actions mapped from the box to ``[-1, 1]`` (as Stable-Baselines3 feeds
+    its critics), otherwise as they are. See :class:`SACModule`'s ``unit_head_inputs``.
+    """
 
     def __init__(
-        self, latent_dim: int, action_dim: int, hidden_dim: int = 256, hidden_layers: int = 2
+        self,
+        latent_dim: int,
+        action_dim: int,
+        hidden_dim: int = 256,
+        hidden_layers: int = 2,
+        latent_scale: float = 1.0,
+        action_low: torch.Tensor | None = None,
+        action_high: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
         self.q1 = mlp(latent_dim + action_dim, 1, hidden_dim, hidden_layers)
         self.q2 = mlp(latent_dim + action_dim, 1, hidden_dim, hidden_layers)
+        self.latent_scale = latent_scale
+        if (action_low is None) != (action_high is None):
+            raise ValueError("give TwinCritic both action_low and action_high, or neither")
+        self.normalise_actions = action_low is not None
+        if self.normalise_actions:
+            # Not persistent: derived from the box, and state dicts keep the same keys.
+            scale, bias = (action_high - action_low) / 2.0, (action_high + action_low) / 2.0
+            self.register_buffer("action_scale", scale, persistent=False)
+            self.register_buffer("action_bias", bias, persistent=False)
 
     def forward(self, z: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        za = torch.cat([z, action], dim=-1)  # (B, latent_dim + A)
+        if self.normalise_actions:
+            action = (action - self.action_bias) / self.action_scale  # the box -> [-1, 1]
+        za = torch.cat([z * self.latent_scale, action], dim=-1)  # (B, latent_dim + A)
         return self.q1(za).squeeze(-1), self.q2(za).squeeze(-1)  # (B,), (B,)
