@@ -24,6 +24,11 @@ def mlp(in_dim: int, out_dim: int, hidden_dim: int, hidden_layers: int) -> nn.Se
     return nn.Sequential(*layers)
 
 
+def box_affine(low: torch.Tensor, high: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scale and centre of the affine map from ``[-1, 1]`` onto the box ``[low, high]``."""
+    return (high - low) / 2.0, (high + low) / 2.0
+
+
 class Actor(nn.Module):
     """Tanh-squashed Gaussian policy, rescaled to the action box ``[low, high]``.
 
@@ -45,8 +50,9 @@ class Actor(nn.Module):
         self.net = mlp(latent_dim, 2 * action_dim, hidden_dim, hidden_layers)
         self.latent_scale = latent_scale
         # Constants live in buffers so Lightning moves them with the module.
-        self.register_buffer("action_scale", (action_high - action_low) / 2.0)
-        self.register_buffer("action_bias", (action_high + action_low) / 2.0)
+        scale, bias = box_affine(action_low, action_high)
+        self.register_buffer("action_scale", scale)
+        self.register_buffer("action_bias", bias)
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mean, log_std = self.net(z * self.latent_scale).chunk(2, dim=-1)  # (B, A) each
@@ -103,7 +109,7 @@ class TwinCritic(nn.Module):
         self.normalise_actions = action_low is not None
         if self.normalise_actions:
             # Not persistent: derived from the box, and state dicts keep the same keys.
-            scale, bias = (action_high - action_low) / 2.0, (action_high + action_low) / 2.0
+            scale, bias = box_affine(action_low, action_high)
             self.register_buffer("action_scale", scale, persistent=False)
             self.register_buffer("action_bias", bias, persistent=False)
 
