@@ -20,6 +20,7 @@ import os
 import platform
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -148,6 +149,17 @@ def replace_block(text: str, name: str, body: str) -> str:
     return f"{text.rstrip()}\n\n{block}\n"
 
 
+def rewrite_block(out: Path, name: str, body: str) -> None:
+    """Replace one block of ``out`` as the file stands now, so that runners of different
+    benchmarks (one per core, ``--only``) keep each other's figures."""
+    text = out.read_text() if out.exists() else "# Benchmarks\n"
+    out.write_text(replace_block(text, name, body))
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def run(bench: Bench, quick: bool) -> tuple[str, bool]:
     """(markdown block, succeeded) of one benchmark."""
     argv = command(bench, quick)
@@ -184,11 +196,27 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = args.out or (ROOT / "runs" / "benchmarks-quick.md" if args.quick else DOCS)
     out.parent.mkdir(parents=True, exist_ok=True)
-    text = out.read_text() if out.exists() else "# Benchmarks\n"
-    text = replace_block(text, "machine", machine())
+    # SIGTERM (kill, pkill) ends the runner through SystemExit, and subprocess.run kills the
+    # benchmark it is waiting on; by default the benchmark would run on, orphaned.
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        failures = run_benches(args.only, args.quick, out)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    print(
+        f"[bench] wrote {out}" + (f"; failed: {', '.join(failures)}" if failures else ""),
+        file=sys.stderr,
+    )
+    return 1 if failures else 0
+
+
+def run_benches(only: list[str] | None, quick: bool, out: Path) -> list[str]:
+    """Run the chosen benchmarks one after another, rewriting each block of ``out`` as it
+    finishes; returns the names of those that failed."""
+    rewrite_block(out, "machine", machine())
     failures = []
     for bench in BENCHES:
-        if args.only is not None and bench.name not in args.only:
+        if only is not None and bench.name not in only:
             continue
         if bench.needs_gpu and not cuda_available():
             print(
@@ -196,16 +224,11 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             continue
-        body, ok = run(bench, args.quick)
+        body, ok = run(bench, quick)
         if not ok:
             failures.append(bench.name)
-        text = replace_block(text, bench.name, body)
-        out.write_text(text)  # after every benchmark, so a long run keeps what it measured
-    print(
-        f"[bench] wrote {out}" + (f"; failed: {', '.join(failures)}" if failures else ""),
-        file=sys.stderr,
-    )
-    return 1 if failures else 0
+        rewrite_block(out, bench.name, body)  # now, so a long run keeps what it measured
+    return failures
 
 
 if __name__ == "__main__":
