@@ -6,11 +6,13 @@
     python bench/learn.py --task video --seeds 0            # synthetic camera clips
 
 Each V2P run is the job's real config (``configs/*.yaml`` through the CLI) with the overrides
-printed in the table. The learning signal is ``val/expected_profit``: the task model's
-expected profit of the deterministic policy's actions per dish kind, over 8 evaluation shifts,
-so Poisson noise cannot hide a gap. SB3 SAC runs with the same hyperparameters where it has
-them (gamma, batch, learning rate, target entropy, warm-up, updates per env step, 256x256
-networks) and is evaluated the same way, through the env's ``expected_*`` info.
+printed in the table; on the state and video tasks, arguments the script does not know are more
+CLI overrides (``--model.init_args.unit_head_inputs=true``). The learning signal is
+``val/expected_profit``: the task model's expected profit of the deterministic policy's actions
+per dish kind, over 8 evaluation shifts, so Poisson noise cannot hide a gap. SB3 SAC runs with
+the same hyperparameters where it has them (gamma, batch, learning rate, target entropy, warm-
+up, updates per env step, 256x256 networks) and is evaluated the same way, through the env's
+``expected_*`` info.
 """
 
 from __future__ import annotations
@@ -22,11 +24,13 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
 import lightning as L
 import numpy as np
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -34,6 +38,30 @@ sys.path.insert(0, str(ROOT))
 from bench._common import progress  # noqa: E402
 from v2p.cli import main as cli_main  # noqa: E402
 from v2p.envs import DishwashingParams, optimal_policy  # noqa: E402
+
+STATE_CONFIG = "configs/dishwashing_state.yaml"
+VIDEO_CONFIG = "configs/dishwashing_video.yaml"
+
+
+def env_step_budget(config: str, env_steps: int, eval_every: int | None = None) -> list[str]:
+    """CLI overrides that end a run of ``config`` at ``env_steps`` env steps, evaluating every
+    ``eval_every`` env steps (default: the config's epochs).
+
+    ``trainer.max_steps`` counts gradient updates, which start after the config's warm-up env
+    steps; then every batched step of ``num_envs`` env steps makes ``updates_per_step``
+    updates. (SB3 counts its warm-up in ``total_timesteps`` as well.)
+    """
+    data = yaml.safe_load((ROOT / config).read_text())["data"]["init_args"]
+    per_env_step = data["updates_per_step"] / data["num_envs"]
+    if env_steps <= data["warmup_steps"]:
+        raise ValueError(
+            f"a budget of {env_steps} env steps leaves no updates after the "
+            f"{data['warmup_steps']} warm-up env steps of {config}"
+        )
+    overrides = [f"--trainer.max_steps={round((env_steps - data['warmup_steps']) * per_env_step)}"]
+    if eval_every is not None:
+        overrides.append(f"--data.init_args.updates_per_epoch={round(eval_every * per_env_step)}")
+    return overrides
 
 
 class Curve(NamedTuple):
@@ -209,7 +237,11 @@ HEADER = [
 ]
 
 
-def bench_state(seeds: list[int], steps: int, with_sb3: bool, eval_every: int) -> list[str]:
+def bench_state(
+    seeds: list[int], steps: int, with_sb3: bool, eval_every: int, overrides: Sequence[str] = ()
+) -> list[str]:
+    """V2P on configs/dishwashing_state.yaml (with CLI ``overrides``), then SB3 on the same
+    seeds."""
     ceiling = optimal_policy(DishwashingParams()).profit
     lines = [
         f"Ceiling (optimal_policy, default mix): {ceiling:.2f} $/hr; budget {steps:,} env steps.",
@@ -219,15 +251,12 @@ def bench_state(seeds: list[int], steps: int, with_sb3: bool, eval_every: int) -
     curves = []
     for seed in seeds:
         with tempfile.TemporaryDirectory() as root:
-            # One update per env step in this config, so an epoch of updates is eval_every steps.
-            overrides = [
-                f"--trainer.max_steps={steps}",
-                f"--data.init_args.updates_per_epoch={eval_every}",
-            ]
-            curve, _ = run_v2p("configs/dishwashing_state.yaml", overrides, seed, root)
+            budget = env_step_budget(STATE_CONFIG, steps, eval_every)
+            curve, _ = run_v2p(STATE_CONFIG, [*budget, *overrides], seed, root)
         curves.append(curve)
         progress(f"v2p seed {seed}: {curve.expected_profit}")
-    lines += summarise("V2P SACModule, configs/dishwashing_state.yaml", curves, ceiling, steps)
+    name = " ".join([f"V2P SACModule, {STATE_CONFIG}", *overrides])
+    lines += summarise(name, curves, ceiling, steps)
     if with_sb3:
         sb3 = []
         for seed in seeds:
@@ -248,7 +277,7 @@ def bench_video(seeds: list[int], steps: int, overrides: list[str], keep: str | 
     curves = []
     for seed in seeds:
         with run_dir(keep, f"video-seed{seed}") as root:
-            curve, _ = run_v2p("configs/dishwashing_video.yaml", overrides, seed, root)
+            curve, _ = run_v2p(VIDEO_CONFIG, overrides, seed, root)
         curves.append(curve)
         progress(f"video seed {seed}: {curve.expected_profit}")
     lines += summarise(
@@ -264,7 +293,7 @@ def bench_constrained(seeds: list[int], steps: int, plot: Path, dual_lr: float) 
     free = optimal_policy(params)
     best = optimal_policy(params, err_target=target)
     overrides = [
-        f"--trainer.max_steps={steps}",
+        *env_step_budget(STATE_CONFIG, steps),
         f"--data.init_args.env_kwargs={env_kwargs}",
         "--model.init_args.err_target_init=0.10",
         f"--model.init_args.err_target_final={target}",
@@ -284,7 +313,7 @@ def bench_constrained(seeds: list[int], steps: int, plot: Path, dual_lr: float) 
     ledgers = []
     for seed in seeds:
         with tempfile.TemporaryDirectory() as root:
-            curve, log_dir = run_v2p("configs/dishwashing_state.yaml", overrides, seed, root)
+            curve, log_dir = run_v2p(STATE_CONFIG, overrides, seed, root)
             ledger = list(csv.DictReader(open(log_dir / "economics.csv")))
         ledgers.append(ledger)
         lam = float(ledger[-1]["lambda"])
@@ -343,12 +372,11 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=1000, help="env steps (state task)")
     args, overrides = parser.parse_known_args()
     if args.task == "state":
-        lines = bench_state(args.seeds, args.steps or 20_000, not args.no_sb3, args.eval_every)
+        steps = args.steps or 20_000
+        lines = bench_state(args.seeds, steps, not args.no_sb3, args.eval_every, overrides)
     elif args.task == "video":
         if args.steps is not None:
-            # configs/dishwashing_video.yaml: 2,000 warm-up env steps, then 8 env steps (16 envs,
-            # 2 updates per collection step) per update.
-            overrides = [f"--trainer.max_steps={max(1, (args.steps - 2000) // 8)}", *overrides]
+            overrides = [*env_step_budget(VIDEO_CONFIG, args.steps), *overrides]
         lines = bench_video(args.seeds, args.steps or 50_000, overrides, args.keep)
     else:
         lines = bench_constrained(args.seeds, args.steps or 20_000, Path(args.plot), args.dual_lr)

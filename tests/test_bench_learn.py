@@ -1,0 +1,29 @@
+"""The learning benchmarks' env-step budgets: updates start after the warm-up."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.learn import STATE_CONFIG, VIDEO_CONFIG, env_step_budget  # noqa: E402
+
+
+def test_a_budget_counts_the_warm_up_env_steps():
+    # State: 1,000 warm-up env steps, then 4 envs and 4 updates per batched step.
+    assert env_step_budget(STATE_CONFIG, 20_000, eval_every=1_000) == [
+        "--trainer.max_steps=19000",
+        "--data.init_args.updates_per_epoch=1000",
+    ]
+    # Video: 2,000 warm-up env steps, then 16 envs and 2 updates per batched step; the
+    # config's own max_steps (6,000) is its 50,000 env steps.
+    assert env_step_budget(VIDEO_CONFIG, 50_000) == ["--trainer.max_steps=6000"]
+
+
+def test_a_budget_within_the_warm_up_is_refused():
+    with pytest.raises(ValueError, match="1000 warm-up env steps"):
+        env_step_budget(STATE_CONFIG, 1_000)
