@@ -104,9 +104,9 @@ class SACModule(L.LightningModule):
             critics' first layer (2 of 66 inputs on the dishwashing tasks), and the critics are
             slow to learn how the action matters. Measured on the state task
             (docs/benchmarks.md): 95% of the ceiling at a median of 1,400 env steps over 10
-            seeds, against 1,850; late in training three seeds cannot tell the two apart. Off
-            by default, which also keeps checkpoints trained without it loading as they were
-            trained; no config turns it on yet.
+            seeds, against 1,850; late in training three seeds cannot tell the two apart. The
+            state config turns it on; off by default so that checkpoints trained without it load
+            as they were trained.
         gamma: discount factor.
         tau: Polyak rate of the target critic.
         critic_lr, actor_lr, alpha_lr: learning rates of the three parameter groups.
