@@ -10,9 +10,9 @@ printed in the table; on the state and video tasks, arguments the script does no
 CLI overrides (``--model.init_args.unit_head_inputs=true``). The learning signal is
 ``val/expected_profit``: the task model's expected profit of the deterministic policy's actions
 per dish kind, over 8 evaluation shifts, so Poisson noise cannot hide a gap. SB3 SAC runs with
-the same hyperparameters where it has them (gamma, batch, learning rate, target entropy, warm-
-up, updates per env step, 256x256 networks) and is evaluated the same way, through the env's
-``expected_*`` info.
+the same hyperparameters where it has them (gamma, batch, learning rate, target entropy,
+warm-up, updates per env step, 256x256 networks) and is evaluated the same way, through the
+env's ``expected_*`` info.
 """
 
 from __future__ import annotations
