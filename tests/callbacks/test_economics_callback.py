@@ -19,7 +19,7 @@ from lightning.pytorch.loggers import CSVLogger
 from v2p.callbacks import EconomicsCallback
 from v2p.callbacks.economics import is_converged
 from v2p.callbacks.pricing import DataPricer
-from v2p.data.episodes import EpisodeRecord, ShiftCounts
+from v2p.contracts import EpisodeRecord, ShiftCounts
 from v2p.economics import LinearDriftWage
 from v2p.economics.ledger import LEDGER_COLUMNS
 

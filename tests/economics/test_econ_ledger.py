@@ -9,7 +9,6 @@ import sys
 import pytest
 import torch
 
-from v2p.data.episodes import ShiftCounts
 from v2p.economics import ConstantWage, WageIndexer
 from v2p.economics.ledger import (
     LEDGER_COLUMNS,
@@ -17,6 +16,7 @@ from v2p.economics.ledger import (
     LedgerWriter,
     ShiftAccountant,
 )
+from v2p.economics.shift import ShiftCounts
 
 SPEC_COLUMNS = """
     episode, global_step, source, hours, completed, attempts, errors, mp_r, err_rate, err_target,

@@ -11,7 +11,8 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from tests.models.conftest import make_run
-from v2p.data.rollout import RolloutBatch, RolloutDataModule
+from v2p.contracts import RolloutBatch
+from v2p.data.rollout import RolloutDataModule
 from v2p.models.sac import SACModule
 
 

@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 
 from v2p.callbacks import EconomicsCallback
-from v2p.data.episodes import ShiftCounts
 from v2p.economics import ConstantWage, WageIndexer
 from v2p.economics.ledger import LEDGER_COLUMNS, LedgerRow, LedgerWriter, ShiftAccountant
+from v2p.economics.shift import ShiftCounts
 from v2p.report import (
     CashFlowOptions,
     NoShiftsError,

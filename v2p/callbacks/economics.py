@@ -23,12 +23,11 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 
 from v2p.callbacks.pricing import ATTRIBUTIONS, BatchValue, DataPricer, Window
-from v2p.data.episodes import ShiftCounts
+from v2p.contracts import PLATFORM, ShiftCounts
 from v2p.economics import ConstantWage, CSVWage, LinearDriftWage, WageIndexer
-from v2p.economics._validate import check_int, check_scalar
 from v2p.economics.ledger import LedgerRow, LedgerWriter, ShiftAccountant
+from v2p.validation import check_int, check_scalar
 
-_DEFAULT_SOURCE = "platform"
 # Columns not logged: text, and the step the logger already records every value against.
 _UNLOGGED_COLUMNS = frozenset({"source", "global_step"})
 
@@ -123,7 +122,7 @@ class EconomicsCallback(Callback):
         convergence_tol: float = 0.05,
         min_prod_parity: float = 0.95,
         ledger_name: str = "economics.csv",
-        platform_sources: Sequence[str] = ("platform",),
+        platform_sources: Sequence[str] = (PLATFORM,),
         price_horizon_hours: float = 2000.0,
         price_scale: float = 1.0,
         value_min_samples: int = 10,
@@ -206,7 +205,7 @@ class EconomicsCallback(Callback):
             self._pricer = self._make_pricer(trainer)
 
     def _make_pricer(self, trainer: pl.Trainer) -> DataPricer:
-        names = getattr(trainer.datamodule, "source_names", None) or [_DEFAULT_SOURCE]
+        names = getattr(trainer.datamodule, "source_names", None) or [PLATFORM]
         platform_ids = [k for k, name in enumerate(names) if name in self.platform_sources]
         return DataPricer(len(names), platform_ids=platform_ids, **self._pricer_args)
 
@@ -318,7 +317,7 @@ class EconomicsCallback(Callback):
         pl_module: pl.LightningModule, value: BatchValue, names: Sequence[str] | None
     ) -> None:
         metrics = {"econ/batch_delta_mpl": value.delta_mpl, "econ/data_price": value.price}
-        for k, name in enumerate(names or [_DEFAULT_SOURCE]):
+        for k, name in enumerate(names or [PLATFORM]):
             metrics[f"econ/value/{name}"] = value.per_source[k]
         pl_module.log_dict(metrics, on_step=True, on_epoch=False, batch_size=1)
 
@@ -346,7 +345,7 @@ class EconomicsCallback(Callback):
     @staticmethod
     def _source_name(names: Sequence[str] | None, source: int) -> str:
         if names is None:
-            return _DEFAULT_SOURCE
+            return PLATFORM
         if not 0 <= source < len(names):
             raise ValueError(
                 f"EpisodeRecord.source {source} has no name in datamodule.source_names {names}"

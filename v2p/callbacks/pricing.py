@@ -38,7 +38,7 @@ from typing import Any, NamedTuple
 import torch
 
 from v2p.economics import OnlineDataValueEstimator, data_price
-from v2p.economics._validate import check_int, check_scalar
+from v2p.validation import check_int, check_scalar
 
 ATTRIBUTIONS = ("marginal", "proportional")
 

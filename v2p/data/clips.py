@@ -46,7 +46,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from v2p.data.recording import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME
-from v2p.economics._validate import check_int, check_scalar
+from v2p.validation import check_int, check_scalar
 
 __all__ = [
     "VIDEO_EXTENSIONS",

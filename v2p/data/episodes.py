@@ -7,9 +7,11 @@ episode; any other gymnasium env produces episodes without one, and the economic
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
+
+from v2p.contracts import EpisodeRecord, ShiftCounts
 
 # info keys an env must report, per step, for its episodes to be accounted as shifts.
 SHIFT_INFO_KEYS = ("attempts", "errors", "completed")
@@ -17,34 +19,6 @@ SHIFT_INFO_KEYS = ("attempts", "errors", "completed")
 # 60 one-minute steps in floating point would give 1.0000000000000013 hours).
 PRICE_INFO_KEYS = ("step_hours", "price_per_unit", "damage_cost", "energy_cost", "human_mp")
 EXPECTED_INFO_KEYS = ("expected_profit", "expected_attempts", "expected_errors")
-
-
-class ShiftCounts(NamedTuple):
-    """What a finished shift needs for the ledger (ECONOMICS.md section 1)."""
-
-    hours: float
-    attempts: int
-    errors: int
-    completed: int
-    price_per_unit: float
-    damage_cost: float
-    energy_cost: float
-    human_mp: float
-    # Task-model expectations of the actions taken (NaN when the env does not report them):
-    # the mean expected profit rate over the shift's steps, and expected attempts and errors.
-    expected_profit: float
-    expected_attempts: float
-    expected_errors: float
-
-
-class EpisodeRecord(NamedTuple):
-    """One finished episode of one env."""
-
-    env_index: int
-    source: int  # data-source id of the env (index into the data module's source names)
-    length: int
-    episode_return: float  # sum of env rewards (for the economic envs: sum of profit rates)
-    shift: ShiftCounts | None
 
 
 class EpisodeTracker:

@@ -53,8 +53,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from v2p.contracts import PLATFORM
 from v2p.data.rollout import make_env
-from v2p.economics._validate import check_int
+from v2p.validation import check_int
 
 __all__ = [
     "FORMAT_NAME",
@@ -313,7 +314,7 @@ def record(
     policy: str = "random",
     deterministic: bool = False,
     seed: int = 0,
-    source: str = "platform",
+    source: str = PLATFORM,
     episodes_per_shard: int = 50,
     max_steps: int | None = None,
     compress: bool = True,

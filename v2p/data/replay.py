@@ -26,50 +26,18 @@ from __future__ import annotations
 import os
 import zipfile
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import torch
 
+from v2p.contracts import ReplayFeatures, ReplaySample
+
 __all__ = ["ReplayBuffer", "ReplayFeatures", "ReplaySample"]
 
 # Bumped whenever the layout of `state_dict` changes, so an old side file fails loudly.
 _STATE_VERSION = 1
-
-
-class ReplayFeatures(NamedTuple):
-    """The arguments of :meth:`ReplayBuffer.store_frame_features`: what a fixed encoder makes
-    of each stored frame (a model's ``replay_feature_encoder()`` returns one)."""
-
-    encode: Callable[[np.ndarray], np.ndarray]
-    dim: int
-    clip: bool = False
-
-
-class ReplaySample(NamedTuple):
-    """A batch of transitions, as CPU tensors.
-
-    ``reward`` is the raw env reward (the step's profit rate for the economic envs). The
-    Lagrangian penalty is *not* folded in: the trainer computes it from ``err`` with the current
-    multiplier at sample time. ``terminated`` is true termination only; a time-limit truncation
-    is stored as 0 so that its target still bootstraps.
-    """
-
-    # (B, *obs_shape), stored dtype (uint8 for video); float32 (B, T, D) frame features or
-    # (B, D) clip latents when the buffer stores them (ReplayBuffer.store_frame_features).
-    # next_obs alike.
-    obs: torch.Tensor
-    action: torch.Tensor  # (B, action_dim) float32
-    reward: torch.Tensor  # (B,) float32
-    err: torch.Tensor  # (B,) float32
-    next_obs: torch.Tensor  # (B, *obs_shape), stored dtype
-    terminated: torch.Tensor  # (B,) float32
-    source: torch.Tensor  # (B,) int64
-    # Where the transitions are stored (flat slot * num_envs + env), and the importance weights
-    # of a prioritised draw (None for a uniform one: every weight would be 1).
-    index: torch.Tensor | None = None  # (B,) int64
-    weight: torch.Tensor | None = None  # (B,) float32
 
 
 def _take(array: np.ndarray, flat: np.ndarray) -> np.ndarray:

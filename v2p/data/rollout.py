@@ -15,7 +15,7 @@ episodes on separate envs) and checkpointing run on a schedule although the stre
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, NamedTuple
+from typing import Any
 
 import gymnasium as gym
 import lightning as L
@@ -26,28 +26,14 @@ from lightning.pytorch.utilities import rank_zero_warn
 from lightning_utilities.core.apply_func import apply_to_collection
 from torch.utils.data import DataLoader, IterableDataset
 
+from v2p.contracts import PLATFORM, EpisodeRecord, EvalBatch, RolloutBatch, ShiftCounts
 from v2p.data.checkpoint_io import ReplayCheckpointIO
-from v2p.data.episodes import EpisodeRecord, EpisodeTracker, ShiftCounts
-from v2p.data.replay import ReplayBuffer, ReplaySample
+from v2p.data.episodes import EpisodeTracker
+from v2p.data.replay import ReplayBuffer
 from v2p.data.sources import ConcatVectorEnv, DataSource, check_sources, supports_state_dict
-from v2p.economics._validate import check_int, check_scalar
+from v2p.validation import check_int, check_scalar
 
 REPLAY_PRIORITIES = ("uniform", "novelty")
-
-
-class RolloutBatch(NamedTuple):
-    """One training batch: a replay sample and the episodes that finished since the last one."""
-
-    sample: ReplaySample
-    episodes: tuple[EpisodeRecord, ...]
-
-
-class EvalBatch(NamedTuple):
-    """The deterministic evaluation episodes of one validation run."""
-
-    episodes: tuple[EpisodeRecord, ...]
-    env_steps: int  # training env steps taken so far (on this rank), the x-axis of learning curves
-    source_names: tuple[str, ...] = ("platform",)  # names of the episodes' source ids
 
 
 class _Ticket:
@@ -192,7 +178,7 @@ class RolloutDataModule(L.LightningDataModule):
         updates_per_step: int = 4,
         updates_per_epoch: int = 1_000,
         eval_episodes: int = 8,
-        source_name: str = "platform",
+        source_name: str = PLATFORM,
         sources: list[DataSource] | None = None,
         replay_priority: str = "uniform",
         priority_alpha: float = 0.6,

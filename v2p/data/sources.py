@@ -17,7 +17,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from v2p.economics._validate import check_int
+from v2p.validation import check_int
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from v2p.economics._numeric import Real, RealLike, scalar_or_array
-from v2p.economics._validate import check_real
+from v2p.validation import check_real
 
 
 def annual_cash_flow(

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from v2p.economics._numeric import Real, RealLike, scalar_or_array
-from v2p.economics._validate import check_int, check_real, check_scalar
+from v2p.validation import check_int, check_real, check_scalar
 
 
 def lagrangian_reward(profit: RealLike, err: RealLike, lam: RealLike, err_target: RealLike) -> Real:

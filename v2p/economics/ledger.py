@@ -12,10 +12,10 @@ import csv
 import os
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
-from v2p.economics._validate import check_int, check_scalar
 from v2p.economics.labor import error_rate, implied_wage, mpl, profit_rate
+from v2p.economics.shift import PLATFORM, ShiftCounts
 from v2p.economics.spread import (
     allocate_spread,
     consumer_surplus,
@@ -23,10 +23,7 @@ from v2p.economics.spread import (
     deflation_ratio,
 )
 from v2p.economics.wages import WageIndexer
-
-if TYPE_CHECKING:
-    # Annotation only: importing v2p.data at run time would pull torch into the economics.
-    from v2p.data.episodes import ShiftCounts
+from v2p.validation import check_int, check_scalar
 
 LEDGER_COLUMNS: tuple[str, ...] = (
     "episode",
@@ -308,7 +305,7 @@ class ShiftAccountant:
         if ema is None:  # saved before any shift, by a version with one EMA for all sources
             ema = {}
         elif not isinstance(ema, dict):  # one EMA for all sources: the default source's
-            ema = {"platform": ema}
+            ema = {PLATFORM: ema}
         ema = {str(k): check_scalar(f"state['mpl_ema'][{k!r}]", v, ge=0) for k, v in ema.items()}
         self._indexer.load_state_dict(state["indexer"])
         self._mpl_ema = ema

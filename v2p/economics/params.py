@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from v2p.economics._validate import check_scalar
+from v2p.validation import check_scalar
 
 _BOUNDS_KEY = "v2p_bounds"
 

@@ -7,7 +7,7 @@ from typing import NamedTuple
 import numpy as np
 
 from v2p.economics._numeric import Real, RealLike, divide_or_zero, scalar_or_array
-from v2p.economics._validate import check_not_above, check_real
+from v2p.validation import check_not_above, check_real
 
 
 class SpreadAllocation(NamedTuple):

@@ -8,7 +8,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from v2p.economics._numeric import Real, RealLike, scalar_or_array
-from v2p.economics._validate import check_int, check_real, check_scalar
+from v2p.validation import check_int, check_real, check_scalar
 
 
 class OnlineDataValueEstimator:

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any, Protocol
 
-from v2p.economics._validate import check_int, check_scalar
+from v2p.validation import check_int, check_scalar
 
 
 class WageSource(Protocol):

@@ -16,8 +16,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from v2p.economics._validate import check_int, check_scalar
 from v2p.economics.params import EconomicParams, bounded
+from v2p.validation import check_int, check_scalar
 
 
 class DishKind(NamedTuple):

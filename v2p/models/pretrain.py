@@ -35,9 +35,9 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from v2p.economics._validate import check_scalar
 from v2p.encoders import encoder_from_hparams
 from v2p.models.probe import linear_probe_r2
+from v2p.validation import check_scalar
 
 ENCODER_HPARAMS = ("encoder_arch", "observation_shape", "latent_dim")
 

@@ -35,14 +35,13 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.func import functional_call
 from torch.nn import functional as F
 
-from v2p.data.replay import ReplayFeatures, ReplaySample
-from v2p.data.rollout import EvalBatch, RolloutBatch
+from v2p.contracts import EvalBatch, ReplayFeatures, ReplaySample, RolloutBatch
 from v2p.economics import DualAscent, error_rate, mpl, sla_target
-from v2p.economics._validate import check_int, check_scalar
 from v2p.encoders import encoder_from_hparams
 from v2p.models.components import Actor, TwinCritic
 from v2p.models.novelty import LatentDiffusionNovelty
 from v2p.models.pretrain import load_pretrained_encoder
+from v2p.validation import check_int, check_scalar
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 

@@ -16,8 +16,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from v2p.economics import annual_cash_flow, fleet_npv
-from v2p.economics._validate import check_int, check_real, check_scalar
 from v2p.report.ledger_io import Ledger
+from v2p.validation import check_int, check_real, check_scalar
 
 # Bootstrap index matrices are built in chunks of at most this many cells, so a long ledger
 # (1e5 shifts) times 2000 resamples does not allocate gigabytes at once.

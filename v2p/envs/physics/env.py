@@ -30,7 +30,6 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from v2p.economics._validate import check_int
 from v2p.economics.labor import implied_wage, profit_rate
 from v2p.envs.dishwashing import ACTION_SPACE, DishwashingSitesVectorEnv, step_info
 from v2p.envs.dynamics import (
@@ -44,6 +43,7 @@ from v2p.envs.params import DishwashingParams
 from v2p.envs.physics.calibration import CalibrationTable, load_table
 from v2p.envs.physics.scene import EpisodeDraw, Scene, draw_episode
 from v2p.envs.render import FrameHistory
+from v2p.validation import check_int
 
 SYNTHETIC_ERROR_FIELDS = ("p_min", "k_err", "q_speed", "q_care")
 

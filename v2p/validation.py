@@ -1,8 +1,10 @@
-"""The one place where economics inputs are checked (ECONOMICS.md section 9.5).
+"""The one place where inputs are checked as they enter (ECONOMICS.md section 9.5).
 
-Every public function of :mod:`v2p.economics` passes its arguments through these helpers as
-they enter, so a bad value is reported by the name the caller used, with what was expected and
-the offending value, and nothing downstream has to re-check or silently clip it.
+Every public function of :mod:`v2p.economics`, and every constructor of the envs, data modules,
+models and callbacks, passes its arguments through these helpers as they enter, so a bad value
+is reported by the name the caller used, with what was expected and the offending value, and
+nothing downstream has to re-check or silently clip it. Pure numpy, so the economics can use it
+without importing torch.
 """
 
 from __future__ import annotations
