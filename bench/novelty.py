@@ -42,10 +42,10 @@ sys.path.insert(0, str(ROOT))
 
 from bench._common import progress  # noqa: E402
 from v2p.data.clips import ClipDataModule  # noqa: E402
-from v2p.data.recording import record  # noqa: E402
 from v2p.envs import DishwashingVideoVectorEnv  # noqa: E402
 from v2p.models.novelty import LatentDiffusionNovelty, load_frozen_encoder  # noqa: E402
 from v2p.models.pretrain import EncoderPretrainModule  # noqa: E402
+from v2p.record import record  # noqa: E402
 
 # name -> (kind, task kwargs). Fixed before any result was seen.
 SHIFTS: dict[str, tuple[str, dict[str, Any]]] = {

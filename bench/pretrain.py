@@ -39,10 +39,10 @@ sys.path.insert(0, str(ROOT))
 from bench._common import progress  # noqa: E402
 from bench.learn import run_v2p  # noqa: E402
 from v2p.data.clips import ClipDataModule, random_shift  # noqa: E402
-from v2p.data.recording import record  # noqa: E402
 from v2p.envs import DishwashingParams, optimal_policy  # noqa: E402
 from v2p.models.pretrain import EncoderPretrainModule  # noqa: E402
 from v2p.models.probe import linear_probe_r2  # noqa: E402
+from v2p.record import record  # noqa: E402
 
 ENCODER = dict(encoder_arch="simple2dcnn", encoder_channels=32, latent_dim=64)
 VIDEO_CONFIG = "configs/dishwashing_video.yaml"

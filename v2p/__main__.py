@@ -1,7 +1,7 @@
 """The ``v2p`` command and ``python -m v2p``: ``report``, ``record`` or a LightningCLI subcommand.
 
 ``v2p report LOG_DIR ...`` goes to :mod:`v2p.report.cli`, ``v2p record --out DIR ...`` to
-:mod:`v2p.data.recording`; any other first argument (``fit``, ``validate``, ``--help``, ...)
+:mod:`v2p.record`; any other first argument (``fit``, ``validate``, ``--help``, ...)
 goes to the LightningCLI of :mod:`v2p.cli` unchanged. Each is imported only when chosen, so
 ``v2p report`` does not load torch or Lightning.
 """
@@ -24,7 +24,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return report_main(args[1:])
     if args[:1] == ["record"]:
-        from v2p.data.recording import main as record_main
+        from v2p.record import main as record_main
 
         return record_main(args[1:])
     from v2p.cli import main as cli_main

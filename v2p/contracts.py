@@ -27,6 +27,7 @@ from v2p.economics.shift import PLATFORM, ShiftCounts
 
 __all__ = [
     "PLATFORM",
+    "EpisodeBatch",
     "EpisodeRecord",
     "EvalBatch",
     "Policy",
@@ -39,6 +40,7 @@ __all__ = [
     "SourceCatalog",
     "StepOutputs",
     "require",
+    "source_names_of",
 ]
 
 # ----------------------------------------------------------------------------- records
@@ -143,6 +145,21 @@ class SourceCatalog(Protocol):
     """Names the data sources that ``EpisodeRecord.source`` and ``ReplaySample.source`` index."""
 
     source_names: Sequence[str]
+
+
+@runtime_checkable
+class EpisodeBatch(Protocol):
+    """A batch that carries the episodes that finished since the previous batch."""
+
+    episodes: Sequence[EpisodeRecord]
+
+
+def source_names_of(datamodule: Any) -> tuple[str, ...]:
+    """The data sources' names: a :class:`SourceCatalog`'s, or the platform alone when there
+    is no data module (a model fitted on bare dataloaders)."""
+    if datamodule is None:
+        return (PLATFORM,)
+    return tuple(require(datamodule, SourceCatalog, "the trainer's datamodule").source_names)
 
 
 @runtime_checkable

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from v2p.data.clips import ClipBatch, ClipDataModule, load_episodes, random_shift
-from v2p.data.recording import EpisodeArrays, ShardWriter, record, shard_arrays
+from v2p.data.recording import EpisodeArrays, ShardWriter, shard_arrays
+from v2p.record import record
 
 T_REC = 3  # clip length of the synthetic recordings
 SIZE = 8

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from v2p.__main__ import main as v2p_main
-from v2p.data.recording import record
 from v2p.data.rollout import make_env
+from v2p.record import record
 
 ENV_ID = "v2p/DishwashingVideo-v0"
 SMALL = {"height": 16, "width": 16, "frames": 4, "steps": 6}

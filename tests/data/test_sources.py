@@ -89,7 +89,7 @@ def test_gymnasium_vector_envs_account_the_last_step_of_a_shift():
 
     if "tests/DishwashingNoVector-v0" not in gym.registry:
         gym.register("tests/DishwashingNoVector-v0", entry_point="v2p.envs:DishwashingEnv")
-    dm = RolloutDataModule("tests/DishwashingNoVector-v0", num_envs=2, warmup_steps=0)
+    dm = RolloutDataModule("tests/DishwashingNoVector-v0", num_envs=2, warmup_steps=256)
     dm.setup("fit")
     finals = []
     step = dm.envs.step

@@ -14,10 +14,10 @@ from lightning.pytorch.loggers import CSVLogger
 from tests.models.conftest import make_run
 from v2p.cli import main as cli_main
 from v2p.data.clips import ClipDataModule
-from v2p.data.recording import record
 from v2p.models.pretrain import EncoderPretrainModule, load_pretrained_encoder
 from v2p.models.probe import linear_probe_r2
 from v2p.models.sac import SACModule
+from v2p.record import record
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIP = (4, 3, 32, 32)
@@ -158,7 +158,7 @@ def test_a_fixed_trunk_has_the_replay_store_frame_features(tmp_path):
     model.eval()
     with torch.no_grad():
         torch.testing.assert_close(
-            model._replay_latent(torch.from_numpy(features)), model.encoder(clips)
+            model.encoding.replay_latent(torch.from_numpy(features)), model.encoder(clips)
         )
 
 
@@ -175,7 +175,7 @@ def test_a_frozen_encoder_has_the_replay_store_clip_latents(tmp_path, arch):
     model.eval()
     sample = dm.buffer.sample(8, np.random.default_rng(0))
     assert sample.obs.shape == (8, model.encoder.latent_dim)
-    assert torch.equal(model._replay_latent(sample.obs), sample.obs)
+    assert torch.equal(model.encoding.replay_latent(sample.obs), sample.obs)
     # The newest stored latent of each env is the eval-mode latent of the env's current clip
     # (its last next_obs: no episode ended in these few steps).
     buffer, envs = dm.buffer, np.arange(dm.num_envs)

@@ -76,10 +76,10 @@ def test_lagrangian_penalty_uses_the_current_lambda(run_factory):
     trainer.fit(model, dm)
     sample = dm.buffer.sample(64, np.random.default_rng(0))
     sample = sample._replace(err=torch.full_like(sample.err, 0.5))
-    model.lagrange.fill_(2.0)
-    model.err_target.fill_(0.1)
+    model.constraint.lagrange.fill_(2.0)
+    model.constraint.err_target.fill_(0.1)
     assert model.update(RolloutBatch(sample, ()))["penalty"].item() == pytest.approx(0.8)
-    model.lagrange.fill_(0.0)
+    model.constraint.lagrange.fill_(0.0)
     assert model.update(RolloutBatch(sample, ()))["penalty"].item() == 0.0
 
 
@@ -91,9 +91,9 @@ def test_dual_ascent_once_per_finished_shift(run_factory):
         model_kwargs={"dual_lr": 0.5, "err_target_init": 0.0, "err_target_final": 0.0},
     )
     trainer.fit(model, dm)
-    assert model.shifts_seen == dm.env_steps // 10
-    assert model.dual.value > 0
-    assert model.lagrange.item() == pytest.approx(model.dual.value)
+    assert model.constraint.shifts_seen == dm.env_steps // 10
+    assert model.constraint.value > 0
+    assert model.constraint.lagrange.item() == pytest.approx(model.constraint.value)
 
 
 def test_pendulum_trains_with_the_same_module(run_factory):

@@ -9,7 +9,8 @@ import torch
 
 from tests.models.conftest import SMALL_MODEL, make_run
 from v2p.models.novelty import LatentDiffusionNovelty
-from v2p.models.sac import SACModule, load_novelty_checkpoint
+from v2p.models.novelty_scoring import load_novelty_checkpoint
+from v2p.models.sac import SACModule
 
 LATENT = SMALL_MODEL["latent_dim"]
 

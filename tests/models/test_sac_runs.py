@@ -45,7 +45,7 @@ SHRUNK = [
     "--model.init_args.encoder_hidden_dim=32",
 ]
 # Written into the module's buffers by dual ascent over every rank's shifts.
-CONSTRAINT_BUFFERS = ("lagrange", "err_target")
+CONSTRAINT_BUFFERS = ("constraint.lagrange", "constraint.err_target")
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -211,7 +211,7 @@ def test_ddp_ranks_write_their_own_ledgers_and_end_with_the_same_weights(ddp_run
 def test_ddp_ranks_share_the_lagrangian_constraint(ddp_run):
     """Both ranks apply every rank's shifts: one lambda, one target, and lambda did move."""
     _, (rank0, rank1) = ddp_run
-    assert rank0["state_dict"]["lagrange"].item() > 0
+    assert rank0["state_dict"]["constraint.lagrange"].item() > 0
     for key in CONSTRAINT_BUFFERS:
         torch.testing.assert_close(
             rank0["state_dict"][key], rank1["state_dict"][key], rtol=0, atol=0, msg=key
@@ -341,7 +341,7 @@ def test_exact_resume_reproduces_the_ledger_row_for_row(tmp_path, one_thread):
     assert not (tmp_path / "c" / "version_0" / "economics.csv").exists()
 
     expected = ledger_rows(economics_a.ledger_path)
-    assert len(expected) == model_a.shifts_seen == model_c.shifts_seen
+    assert len(expected) == model_a.constraint.shifts_seen == model_c.constraint.shifts_seen
     assert ledger_rows(ledger) == expected
     assert_same_weights({"state_dict": model_a.state_dict()}, {"state_dict": model_c.state_dict()})
 

@@ -1,15 +1,15 @@
 """Finished shifts into the economics ledger and the logger (ECONOMICS.md sections 4 to 10).
 
-The contract with the rest of the system:
+The contract with the rest of the system is declared in :mod:`v2p.contracts`:
 
-- a training or validation batch has an ``episodes`` attribute: a sequence of
-  :class:`~v2p.data.episodes.EpisodeRecord` that finished since the previous batch (usually
-  empty); records whose ``shift`` is None come from envs without economics and are skipped;
-- ``training_step`` returns a mapping whose ``"shift_constraints"`` entry is a sequence of
-  ``(err_target, lam)`` pairs aligned one-to-one with ``batch.episodes``: the error target and
-  Lagrange multiplier in force for that shift after its dual-ascent update;
-- ``trainer.datamodule.source_names`` (a list of str), when present, names the
-  ``EpisodeRecord.source`` ids; without it every shift is from ``"platform"``.
+- every training and validation batch is an :class:`~v2p.contracts.EpisodeBatch`: its
+  ``episodes`` are the :class:`~v2p.contracts.EpisodeRecord` that finished since the previous
+  batch (usually none); records whose ``shift`` is None come from envs without economics and
+  are skipped;
+- ``training_step`` returns :class:`~v2p.contracts.StepOutputs`, whose ``shift_constraints``
+  hold one ``(err_target, lam)`` pair per entry of ``batch.episodes``;
+- the trainer's datamodule is a :class:`~v2p.contracts.SourceCatalog` whose ``source_names``
+  name the ``EpisodeRecord.source`` ids (no datamodule: every shift is the platform's).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 
 from v2p.callbacks.pricing import ATTRIBUTIONS, BatchValue, DataPricer, Window
-from v2p.contracts import PLATFORM, ShiftCounts
+from v2p.contracts import PLATFORM, EpisodeBatch, ShiftCounts, require, source_names_of
 from v2p.economics import ConstantWage, CSVWage, LinearDriftWage, WageIndexer
 from v2p.economics.ledger import LedgerRow, LedgerWriter, ShiftAccountant
 from v2p.validation import check_int, check_scalar
@@ -58,7 +58,7 @@ class EconomicsCallback(Callback):
 
     Args:
         market_wage: the market wage series the human benchmark tracks (section 4); None is
-            ``ConstantWage(18.0)``.
+            a constant market wage of ``w_h_init``.
         w_h_init: starting human wage benchmark [$/hr], > 0.
         alpha: smoothing weight of the market wage at each indexer update, in [0, 1].
         inflation_adj: divide the smoothed wage by ``1 + inflation`` at each update.
@@ -129,8 +129,9 @@ class EconomicsCallback(Callback):
         value_ridge: float = 1.0,
         value_attribution: str = "marginal",
     ) -> None:
-        if market_wage is None:
-            market_wage = ConstantWage(18.0)
+        check_scalar("w_h_init", w_h_init, gt=0)  # > 0: the deflation ratio divides by w_h
+        if market_wage is None:  # the market stays where the benchmark starts
+            market_wage = ConstantWage(w_h_init)
         if not isinstance(market_wage, ConstantWage | LinearDriftWage | CSVWage):
             raise ValueError(
                 "market_wage must be a ConstantWage, LinearDriftWage, CSVWage or None, "
@@ -151,7 +152,6 @@ class EconomicsCallback(Callback):
         self.min_prod_parity = check_scalar("min_prod_parity", min_prod_parity, ge=0)
         self.ledger_name = ledger_name
         # The indexer and accountant check their own arguments, each by the name used here.
-        check_scalar("w_h_init", w_h_init, gt=0)  # > 0: the deflation ratio divides by w_h
         indexer = WageIndexer(market_wage, w_h_init, alpha, inflation_adj, inflation, update_every)
         self._accountant = ShiftAccountant(
             indexer, mpl_smoothing, eps_parity, base_fee, floor_margin
@@ -205,7 +205,7 @@ class EconomicsCallback(Callback):
             self._pricer = self._make_pricer(trainer)
 
     def _make_pricer(self, trainer: pl.Trainer) -> DataPricer:
-        names = getattr(trainer.datamodule, "source_names", None) or [PLATFORM]
+        names = source_names_of(trainer.datamodule)
         platform_ids = [k for k, name in enumerate(names) if name in self.platform_sources]
         return DataPricer(len(names), platform_ids=platform_ids, **self._pricer_args)
 
@@ -265,14 +265,14 @@ class EconomicsCallback(Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
-        names = getattr(trainer.datamodule, "source_names", None)
+        names = source_names_of(trainer.datamodule)
         if isinstance(outputs, Mapping) and outputs.get("novelty") is not None:
             value = self._pricer.price_batch(outputs["novelty"], outputs["novelty_source"])
             # Every batch is priced, but handed to the logger only on the steps it writes
             # (self.log costs about as much as a small update; SACModule throttles alike).
             if trainer.global_step % trainer.log_every_n_steps == 0:
                 self._log_batch_value(pl_module, value, names)
-        episodes = getattr(batch, "episodes", ())
+        episodes = require(batch, EpisodeBatch, "the training batch").episodes
         finished = [(i, ep) for i, ep in enumerate(episodes) if ep.shift is not None]
         if not finished:
             return
@@ -314,10 +314,10 @@ class EconomicsCallback(Callback):
 
     @staticmethod
     def _log_batch_value(
-        pl_module: pl.LightningModule, value: BatchValue, names: Sequence[str] | None
+        pl_module: pl.LightningModule, value: BatchValue, names: Sequence[str]
     ) -> None:
         metrics = {"econ/batch_delta_mpl": value.delta_mpl, "econ/data_price": value.price}
-        for k, name in enumerate(names or [PLATFORM]):
+        for k, name in enumerate(names):
             metrics[f"econ/value/{name}"] = value.per_source[k]
         pl_module.log_dict(metrics, on_step=True, on_epoch=False, batch_size=1)
 
@@ -335,6 +335,7 @@ class EconomicsCallback(Callback):
         customer = source not in self.platform_sources
         delta_mpl_cust = max(0.0, window.delta_mpl[episode.source]) / shifts if customer else 0.0
         novelty = window.novelty[episode.source]
+        self._pricer.record_unit_price(episode.shift.price_per_unit)
         price = self._pricer.shift_price(delta_mpl_cust, episode.shift.price_per_unit, window.kappa)
         return {
             "delta_mpl_cust": delta_mpl_cust,
@@ -343,9 +344,7 @@ class EconomicsCallback(Callback):
         }
 
     @staticmethod
-    def _source_name(names: Sequence[str] | None, source: int) -> str:
-        if names is None:
-            return PLATFORM
+    def _source_name(names: Sequence[str], source: int) -> str:
         if not 0 <= source < len(names):
             raise ValueError(
                 f"EpisodeRecord.source {source} has no name in datamodule.source_names {names}"
@@ -366,7 +365,7 @@ class EconomicsCallback(Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        episodes = getattr(batch, "episodes", ())
+        episodes = require(batch, EpisodeBatch, "the validation batch").episodes
         self._eval_shifts.extend(ep.shift for ep in episodes if ep.shift is not None)
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

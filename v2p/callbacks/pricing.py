@@ -184,9 +184,13 @@ class DataPricer:
         self._reset_window()
         return window
 
+    def record_unit_price(self, price_per_unit: float) -> None:
+        """The price per unit of the latest accounted shift, which later batches are priced
+        at (a batch's own shifts have not finished when it is priced)."""
+        self.price_per_unit = check_scalar("price_per_unit", price_per_unit, ge=0)
+
     def shift_price(self, delta_mpl_cust: float, price_per_unit: float, kappa: float) -> float:
         """The premium quoted for a customer's data behind ``delta_mpl_cust`` [$]."""
-        self.price_per_unit = price_per_unit
         return float(
             data_price(delta_mpl_cust, price_per_unit, kappa, self.horizon_hours, self.scale)
         )

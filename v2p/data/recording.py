@@ -1,7 +1,7 @@
 """``v2p record``: record episodes of a clip-observation env into sharded ``.npz`` files.
 
 The recordings are the pretraining data of the video encoder (:mod:`v2p.data.clips` reads
-them). Run ``v2p record --help`` or ``python -m v2p.data.recording --help``.
+them). Record with ``v2p record`` (:mod:`v2p.record`); ``v2p record --help`` lists its options.
 
 Folder layout (format ``v2p-clips``, version 1)::
 
@@ -41,21 +41,12 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
-import sys
-import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import gymnasium as gym
 import numpy as np
-import torch
-from tqdm.auto import tqdm
-
-from v2p.contracts import PLATFORM
-from v2p.data.rollout import make_env
-from v2p.validation import check_int
 
 __all__ = [
     "FORMAT_NAME",
@@ -63,8 +54,6 @@ __all__ = [
     "MANIFEST_NAME",
     "EpisodeArrays",
     "ShardWriter",
-    "main",
-    "record",
     "shard_arrays",
     "shard_name",
 ]
@@ -111,7 +100,7 @@ def check_clip_env(env: gym.Env, env_id: str) -> tuple[int, int, int, int]:
     return t, c, h, w
 
 
-def _prepare_out(out: Path, overwrite: bool) -> None:
+def prepare_out(out: Path, overwrite: bool) -> None:
     """Create ``out``; refuse a non-empty one unless ``overwrite`` (then clear old shards)."""
     if out.exists() and not out.is_dir():
         raise ValueError(f"out {str(out)!r} exists and is not a folder")
@@ -125,62 +114,6 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
         for old in [*out.glob("shard_*.npz"), out / MANIFEST_NAME]:
             old.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
-
-
-# ----------------------------------------------------------------- policies
-
-
-def _random_policy(action_space: gym.spaces.Box, seed: int) -> Policy:
-    rng = np.random.default_rng([seed, 1])  # a stream of its own, apart from the reset seeds
-    low, high = action_space.low, action_space.high
-    if not (np.isfinite(low).all() and np.isfinite(high).all()):
-        raise ValueError(f"policy 'random' needs a bounded action space, got {action_space}")
-    return lambda obs: rng.uniform(low, high).astype(np.float32)
-
-
-def load_sac_policy(path: str, clip_shape: Sequence[int], deterministic: bool, seed: int) -> Policy:
-    """A policy acting with the SAC checkpoint at ``path`` on observations of ``clip_shape``."""
-    from v2p.models.sac import SACModule  # imported here: v2p.models imports v2p.data
-
-    if not Path(path).is_file():
-        raise ValueError(f"policy {path!r} is neither 'random' nor an existing SAC checkpoint file")
-    try:
-        model = SACModule.load_from_checkpoint(path, map_location="cpu")
-    except (
-        OSError,
-        RuntimeError,
-        KeyError,
-        TypeError,
-        ValueError,
-        EOFError,
-        pickle.UnpicklingError,
-        zipfile.BadZipFile,
-    ) as e:
-        # The first line only: torch's unpickling errors run to a page of advice.
-        reason = (str(e).splitlines() or [""])[0]
-        raise ValueError(
-            f"cannot load SAC checkpoint {path!r}: {type(e).__name__}: {reason}"
-        ) from e
-    expected = tuple(int(d) for d in model.hparams.observation_shape)
-    if expected != tuple(clip_shape):
-        raise ValueError(
-            f"SAC checkpoint {path!r} was trained on observations {expected}, but the env "
-            f"gives {tuple(clip_shape)}; pass --env_kwargs matching its training env"
-        )
-    model.eval()
-    # The policy noise draws from torch's global RNG inside act(); a generator of its own is not
-    # an option there, so the global one is seeded (record is a command, not a library call).
-    torch.manual_seed(seed)
-    return lambda obs: model.act(obs[None], deterministic=deterministic)[0]
-
-
-def make_policy(
-    policy: str, env: gym.Env, clip_shape: Sequence[int], deterministic: bool, seed: int
-) -> Policy:
-    """``'random'`` (uniform actions) or a SAC checkpoint path."""
-    if policy == "random":
-        return _random_policy(env.action_space, seed)
-    return load_sac_policy(policy, clip_shape, deterministic, seed)
 
 
 # ---------------------------------------------------------------- recording
@@ -306,81 +239,7 @@ class ShardWriter:
         self.pending = []
 
 
-def record(
-    out: str,
-    env_id: str = "v2p/DishwashingVideo-v0",
-    env_kwargs: dict[str, Any] | None = None,
-    episodes: int = 10,
-    policy: str = "random",
-    deterministic: bool = False,
-    seed: int = 0,
-    source: str = PLATFORM,
-    episodes_per_shard: int = 50,
-    max_steps: int | None = None,
-    compress: bool = True,
-    overwrite: bool = False,
-    progress: bool = True,
-) -> Path:
-    """Record ``episodes`` episodes of ``env_id`` into ``out``; returns the manifest's path.
-
-    Args:
-        out: output folder; created, and refused when it exists non-empty unless ``overwrite``.
-        env_id: any registered gymnasium id with uint8 clip observations (T, C, H, W).
-        env_kwargs: the env's constructor keyword arguments, e.g. ``{"height": 32}``.
-        episodes: how many episodes to record.
-        policy: ``random`` (uniform actions over the action space) or the path of a SAC
-            checkpoint (``SACModule``) trained on this env's observations.
-        deterministic: act with the SAC policy's mean action instead of sampling.
-        seed: episode ``i`` resets with ``SeedSequence([seed, i])``; random actions and SAC
-            sampling noise draw from streams seeded by ``seed`` too.
-        source: name of the data source, stored in the manifest.
-        episodes_per_shard: episodes per ``.npz`` shard.
-        max_steps: cut episodes after this many steps (None: run each to its end).
-        compress: ``np.savez_compressed`` rather than ``np.savez``.
-        overwrite: replace the shards and manifest of an existing recording in ``out``.
-        progress: show a progress bar over episodes.
-    """
-    check_int("episodes", episodes, ge=1)
-    check_int("episodes_per_shard", episodes_per_shard, ge=1)
-    check_int("seed", seed, ge=0)
-    if max_steps is not None:
-        check_int("max_steps", max_steps, ge=1)
-    env_kwargs = dict(env_kwargs or {})
-    out_dir = Path(out)
-
-    env = make_env(env_id, env_kwargs)  # a clear error on an unknown id or bad kwargs
-    try:
-        t, c, h, w = check_clip_env(env, env_id)
-        act = make_policy(policy, env, (t, c, h, w), deterministic, seed)
-        _prepare_out(out_dir, overwrite)  # only once everything else is known to work
-        writer = ShardWriter(
-            out_dir,
-            {
-                "env_id": env_id,
-                "env_kwargs": env_kwargs,
-                "policy": policy,
-                "deterministic": deterministic,
-                "source": source,
-                "seed": seed,
-                "clip_len": t,
-                "frame_shape": [c, h, w],
-                "state_dim": None,
-            },
-            episodes_per_shard,
-            compress,
-        )
-        for i in tqdm(range(episodes), desc="record", unit="episode", disable=not progress):
-            episode_seed = int(np.random.SeedSequence([seed, i]).generate_state(1)[0])
-            episode = record_episode(env, env_id, act, episode_seed, max_steps)
-            _check_states_consistent(writer.manifest, episode, env_id, i)
-            writer.add(episode)
-        writer.flush()
-    finally:
-        env.close()
-    return out_dir / MANIFEST_NAME
-
-
-def _check_states_consistent(
+def check_states_consistent(
     manifest: dict[str, Any], episode: EpisodeArrays, env_id: str, index: int
 ) -> None:
     """Every episode of a recording has task states of one size, or none has."""
@@ -392,43 +251,3 @@ def _check_states_consistent(
             f"env {env_id!r} reported task_state of size {manifest['state_dim']} in episode 0 "
             f"but {dim} in episode {index}"
         )
-
-
-# ---------------------------------------------------------------------- CLI
-
-
-def build_parser():
-    """The ``v2p record`` parser, from :func:`record`'s signature and docstring."""
-    from jsonargparse import ActionConfigFile, ArgumentParser
-
-    parser = ArgumentParser(
-        prog="v2p record",
-        description=(
-            "Record episodes of a clip-observation gymnasium env (random or SAC-checkpoint "
-            "policy) into sharded .npz files and a manifest.json, the encoder pretraining data."
-        ),
-    )
-    parser.add_argument("--config", action=ActionConfigFile)
-    # as_positional=False: every argument, --out included, is a --flag.
-    parser.add_function_arguments(record, as_positional=False)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``v2p record ...``; returns the exit status (2 on a bad argument or a failed record)."""
-    parser = build_parser()
-    cfg = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
-    kwargs = {k: v for k, v in cfg.as_dict().items() if k != "config"}
-    try:
-        manifest = record(**kwargs)
-    except ValueError as e:
-        print(f"v2p record: error: {e}", file=sys.stderr)
-        return 2
-    shards = json.loads(manifest.read_text())["shards"]
-    frames = sum(s["frames"] for s in shards)
-    print(f"v2p record: wrote {len(shards)} shard(s), {frames} frames; manifest {manifest}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -15,6 +15,7 @@ episodes on separate envs) and checkpointing run on a schedule although the stre
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
@@ -26,7 +27,16 @@ from lightning.pytorch.utilities import rank_zero_warn
 from lightning_utilities.core.apply_func import apply_to_collection
 from torch.utils.data import DataLoader, IterableDataset
 
-from v2p.contracts import PLATFORM, EpisodeRecord, EvalBatch, RolloutBatch, ShiftCounts
+from v2p.contracts import (
+    PLATFORM,
+    EpisodeRecord,
+    EvalBatch,
+    Policy,
+    ReplayFeatureProvider,
+    RolloutBatch,
+    ShiftCounts,
+    require,
+)
 from v2p.data.checkpoint_io import ReplayCheckpointIO
 from v2p.data.episodes import EpisodeTracker
 from v2p.data.replay import ReplayBuffer
@@ -146,7 +156,8 @@ class RolloutDataModule(L.LightningDataModule):
         num_envs: envs stepped together per collection step.
         buffer_size: replay capacity in transitions.
         batch_size: transitions per gradient update.
-        warmup_steps: env steps with uniform random actions before the first update.
+        warmup_steps: env steps with uniform random actions before the first update, at least
+            ``batch_size`` (the first update draws that many).
         updates_per_step: gradient updates per collection step (of ``num_envs`` env steps);
             ``updates_per_step == num_envs`` is one update per env step.
         updates_per_epoch: gradient updates per epoch, then evaluation and checkpointing.
@@ -226,7 +237,17 @@ class RolloutDataModule(L.LightningDataModule):
         )
         self.buffer_size = buffer_size
         self.batch_size = batch_size
-        self.warmup_steps = max(warmup_steps, batch_size)  # never sample more than is stored
+        if warmup_steps < batch_size:
+            raise ValueError(
+                f"warmup_steps ({warmup_steps}) must be >= batch_size ({batch_size}): the first "
+                "update draws batch_size transitions, which the warm-up must have stored"
+            )
+        if buffer_size < batch_size:
+            raise ValueError(
+                f"buffer_size ({buffer_size}) must be >= batch_size ({batch_size}): a smaller "
+                "replay would draw the same transitions twice in one batch"
+            )
+        self.warmup_steps = warmup_steps
         self.updates_per_step = updates_per_step
         self.updates_per_epoch = updates_per_epoch
         self.eval_episodes = eval_episodes
@@ -307,8 +328,10 @@ class RolloutDataModule(L.LightningDataModule):
         )
         # A model whose encoder is fixed, whole or in part, has the replay keep what the fixed
         # part makes of each frame rather than its pixels.
-        module = self.trainer.lightning_module if self.trainer is not None else None
-        features = getattr(module, "replay_feature_encoder", lambda: None)()
+        features = None
+        if self.trainer is not None:
+            module = require(self.trainer.lightning_module, ReplayFeatureProvider, "the model")
+            features = module.replay_feature_encoder()
         if features is not None:
             if self.frame_stack is None:
                 raise ValueError(
@@ -377,11 +400,10 @@ class RolloutDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------- rollouts
 
-    def _policy(self):
-        module = self.trainer.lightning_module if self.trainer is not None else None
-        if module is None or not hasattr(module, "act"):
-            raise RuntimeError("RolloutDataModule needs a LightningModule with an act() method")
-        return module.act
+    def _policy(self) -> Callable[..., np.ndarray]:
+        if self.trainer is None:
+            raise RuntimeError("RolloutDataModule acts with its trainer's model: attach a trainer")
+        return require(self.trainer.lightning_module, Policy, "the model").act
 
     def collect(self, random_actions: bool = False) -> None:
         """Step every env once and store the transitions."""

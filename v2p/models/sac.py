@@ -16,34 +16,55 @@ reason:
   heads (DrQ-v2), so each update runs the encoder twice, not three times.
 - The reward is ``profit - lambda * max(0, err - e*)`` with the *current* lambda and target
   (ECONOMICS.md section 3); replay stores profit and error separately for that reason.
+
+The parts around the SAC math live in components of their own: the constraint
+(:mod:`v2p.models.constraint`), the encoder's freezing and replay caching
+(:mod:`v2p.models.encoder_training`), the novelty model (:mod:`v2p.models.novelty_scoring`),
+the evaluation metrics (:mod:`v2p.models.evaluation`) and the global RNG state
+(:mod:`v2p.models.rng_state`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import os
-import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.func import functional_call
 from torch.nn import functional as F
 
-from v2p.contracts import EvalBatch, ReplayFeatures, ReplaySample, RolloutBatch
-from v2p.economics import DualAscent, error_rate, mpl, sla_target
+from v2p.contracts import (
+    PLATFORM,
+    EvalBatch,
+    PriorityFeedback,
+    ReplayFeatures,
+    ReplaySample,
+    RolloutBatch,
+    SourceCatalog,
+    StepOutputs,
+    require,
+)
+from v2p.economics import error_rate
 from v2p.encoders import encoder_from_hparams
 from v2p.models.components import Actor, TwinCritic
-from v2p.models.novelty import LatentDiffusionNovelty
-from v2p.models.pretrain import load_pretrained_encoder
+from v2p.models.constraint import ShiftConstraint, gather_in_rank_order
+from v2p.models.encoder_training import EncoderTraining, load_encoder_weights, reset_head
+from v2p.models.evaluation import evaluation_metrics
+from v2p.models.novelty_scoring import (
+    NoveltyScoring,
+    build_novelty_model,
+    check_novelty_settings,
+)
+from v2p.models.rng_state import capture_global_rng, restore_global_rng
 from v2p.validation import check_int, check_scalar
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+# State-dict keys of checkpoints written before the constraint became a component.
+_LEGACY_KEYS = {"lagrange": "constraint.lagrange", "err_target": "constraint.err_target"}
 
 
 class SACModule(L.LightningModule):
@@ -82,19 +103,9 @@ class SACModule(L.LightningModule):
             update (one more loss in the same backward pass); it follows a fine-tuned encoder.
         novelty_lr, novelty_hidden_dim: learning rate and denoiser width of the online novelty
             model.
-        novelty_calibration_updates: the online model's z-scoring statistics follow its
-            errors for this many updates, then stay fixed: scores then fall as the model
-            learns the data it keeps seeing and stay high for what it rarely sees, so novelty
-            can tell early, informative training data from late, redundant data (statistics
-            that kept following would z-score every batch to about 0).
-        novelty_fit_sources: names of the data sources whose transitions train the online
-            novelty model (its denoiser, normaliser and statistics); None: every source. With
-            ``[platform]`` novelty measures how far data lies from the platform's own, which is
-            what the EconomicsCallback's marginal attribution credits a customer for: a model
-            fitted on every source learns the customers' data too, and then finds it familiar.
-        novelty_batch: score only the first ``novelty_batch`` transitions of each (uniformly
-            sampled) batch; None scores all of them. Scoring costs up to 10 denoiser passes
-            per transition.
+        novelty_calibration_updates, novelty_fit_sources, novelty_batch: how the novelty model
+            is calibrated, what it is fitted on and how much of each batch it scores
+            (:class:`~v2p.models.novelty_scoring.NoveltyScoring`).
         hidden_dim, hidden_layers: actor and critic MLPs.
         unit_head_inputs: the actor and critics read the latent at unit norm,
             ``z / sqrt(latent_dim)``, and the critics read actions mapped from the box to
@@ -112,8 +123,8 @@ class SACModule(L.LightningModule):
         init_alpha: initial entropy temperature.
         target_entropy: entropy target; None = -action_dim (SAC paper).
         reward_scale: multiplies the (penalised) reward; profit is O(10) $/hr.
-        lambda_init, dual_lr: Lagrange multiplier start and dual-ascent rate ``eta``.
-        err_target_init, err_target_final, curriculum_episodes: the error-target curriculum.
+        lambda_init, dual_lr, err_target_init, err_target_final, curriculum_episodes: the
+            quality constraint (:class:`~v2p.models.constraint.ShiftConstraint`).
         finite_check_every: updates between checks that the losses are finite (a host sync).
         compile_update: run the SAC losses (encoder, actor, critics) through ``torch.compile``;
             the first updates are slower while it compiles. Off by default.
@@ -168,22 +179,15 @@ class SACModule(L.LightningModule):
         check_scalar("tau", tau, ge=0.0, le=1.0)
         for name in ("critic_lr", "actor_lr", "alpha_lr", "init_alpha", "reward_scale"):
             check_scalar(name, locals()[name], gt=0.0)
-        check_int("finite_check_every", finite_check_every, ge=1)
         check_scalar("novelty_lr", novelty_lr, gt=0.0)
+        if target_entropy is not None:
+            check_scalar("target_entropy", target_entropy)
+        check_int("finite_check_every", finite_check_every, ge=1)
+        check_novelty_settings(
+            novelty_online, novelty_fit_sources, novelty_batch, novelty_calibration_updates
+        )
         if compile_mode not in COMPILE_MODES:
             raise ValueError(f"compile_mode must be one of {COMPILE_MODES}, got {compile_mode!r}")
-        if novelty_batch is not None:
-            check_int("novelty_batch", novelty_batch, ge=2)
-        check_int("novelty_calibration_updates", novelty_calibration_updates, ge=1)
-        if novelty_fit_sources is not None and not novelty_online:
-            raise ValueError(
-                f"novelty_fit_sources={novelty_fit_sources!r} chooses what the online novelty "
-                "model trains on; set novelty_online=true too"
-            )
-        if not (isinstance(freeze_encoder, bool) or freeze_encoder == "trunk"):
-            raise ValueError(
-                f"freeze_encoder must be one of true, false or 'trunk', got {freeze_encoder!r}"
-            )
         if reset_encoder_head and encoder_ckpt is None:
             raise ValueError(
                 "reset_encoder_head re-initialises the head of a loaded encoder; set "
@@ -201,23 +205,27 @@ class SACModule(L.LightningModule):
         if encoder_ckpt is not None:
             load_encoder_weights(self.encoder, encoder_ckpt)
         if reset_encoder_head:
-            for module in self.encoder.head.modules():
-                if hasattr(module, "reset_parameters"):
-                    module.reset_parameters()
-        self.encoder.requires_grad_(self.encoder_learns)
-        if freeze_encoder == "trunk":
-            self.encoder.trunk.requires_grad_(False)
-        # From the start: Lightning never calls train() on a fresh module (its loops restore
-        # each submodule's mode after evaluation), so train() alone would never run.
-        self._keep_frozen_encoder_in_eval_mode()
+            reset_head(self.encoder)
+        self.encoding = EncoderTraining(
+            self.encoder, freeze_encoder, cache_frame_features, observation_shape
+        )
         self.novelty = build_novelty_model(
             latent_dim, novelty_ckpt, novelty_online, novelty_hidden_dim
         )
-        if novelty_ckpt is not None and self.encoder_learns:
-            rank_zero_warn(
-                "novelty_ckpt scores latents of a fine-tuned encoder, which drift away from the "
-                "latents it was trained on; freeze the encoder or use novelty_online=true"
+        self.novelty_scoring = None
+        if self.novelty is not None:
+            self.novelty_scoring = NoveltyScoring(
+                self.novelty,
+                novelty_online,
+                novelty_fit_sources,
+                novelty_batch,
+                novelty_calibration_updates,
             )
+            if novelty_ckpt is not None and self.encoding.learns:
+                rank_zero_warn(
+                    "novelty_ckpt scores latents of a fine-tuned encoder, which drift away from "
+                    "the latents it was trained on; freeze the encoder or use novelty_online=true"
+                )
         latent_scale = latent_dim**-0.5 if unit_head_inputs else 1.0
         box = (low, high) if unit_head_inputs else (None, None)
         self.actor = Actor(latent_dim, low, high, hidden_dim, hidden_layers, latent_scale)
@@ -227,16 +235,10 @@ class SACModule(L.LightningModule):
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha = torch.nn.Parameter(torch.tensor(float(np.log(init_alpha))))
         self.target_entropy = -float(action_dim) if target_entropy is None else target_entropy
-
-        # The constraint's current state, as buffers so the update reads it without a sync
-        # and checkpoints carry it.
-        self.register_buffer("lagrange", torch.tensor(float(lambda_init)))
-        self.register_buffer("err_target", torch.tensor(float(err_target_init)))
+        self.constraint = ShiftConstraint(
+            lambda_init, dual_lr, err_target_init, err_target_final, curriculum_episodes
+        )
         self.register_buffer("_nonfinite", torch.tensor(False), persistent=False)
-        self.dual = DualAscent(lambda_init=lambda_init, eta=dual_lr)
-        # Source ids of novelty_fit_sources, resolved from the data module's names at fit start.
-        self._novelty_fit_ids: torch.Tensor | None = None
-        self.shifts_seen = 0
         # Compiled lazily by the first update; dynamic=False: every batch has the same shape.
         self._compiled_losses = None
         if compile_update:
@@ -246,124 +248,44 @@ class SACModule(L.LightningModule):
 
     @torch.no_grad()
     def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
-        """Actions (N, A) for a batch of observations (N, *obs_shape) from the envs.
-
-        The encoder acts in eval mode, as Stable-Baselines3 collects rollouts: with BatchNorm
-        (R3D-18) in train mode, one env's action would depend on the other envs' clips, and
-        acting would move the running statistics that evaluation normalises with.
-        """
-        was_training = self.encoder.training
-        self.encoder.eval()
-        try:
+        """Actions (N, A) for a batch of observations (N, *obs_shape) from the envs."""
+        with self.encoding.acting():
             z = self.encoder(torch.as_tensor(obs, device=self.device))
-        finally:
-            if was_training:
-                self.encoder.train()
-                self._keep_frozen_encoder_in_eval_mode()
         action = self.actor.deterministic(z) if deterministic else self.actor.sample(z)[0]
         return action.cpu().numpy()
 
+    def replay_feature_encoder(self) -> ReplayFeatures | None:
+        """What the replay stores instead of pixels (None: pixels); see
+        :meth:`EncoderTraining.replay_feature_encoder`."""
+        return self.encoding.replay_feature_encoder(self.device)
+
+    def train(self, mode: bool = True) -> SACModule:
+        super().train(mode)
+        self.encoding.keep_frozen_in_eval_mode()
+        return self
+
+    # ------------------------------------------------------------ fit hooks
+
     def on_fit_start(self) -> None:
-        self._novelty_fit_ids = self._resolve_novelty_fit_sources()
-        if self.novelty is not None:
-            # The nested novelty model sums its normaliser statistics over ranks through the
-            # trainer's strategy, so every rank normalises latents alike.
-            self.novelty.trainer = self.trainer
-
-    def _resolve_novelty_fit_sources(self) -> torch.Tensor | None:
-        wanted = self.hparams.novelty_fit_sources
-        if wanted is None:
-            return None
-        names = list(getattr(self.trainer.datamodule, "source_names", None) or ["platform"])
-        unknown = [name for name in wanted if name not in names]
-        if unknown:
-            raise ValueError(
-                f"novelty_fit_sources {unknown} are not data sources; the sources are {names}"
-            )
-        return torch.tensor([names.index(name) for name in wanted], device=self.device)
-
-    def _novelty_fit_weight(self, source: torch.Tensor) -> torch.Tensor | None:
-        """1 for the transitions the online novelty model trains on, 0 elsewhere (None: all)."""
-        if self._novelty_fit_ids is None:
-            return None
-        return torch.isin(source, self._novelty_fit_ids).float()
+        if self.novelty_scoring is not None:
+            datamodule = self.trainer.datamodule
+            names = (PLATFORM,)
+            if self.novelty_scoring.fit_sources is not None:
+                names = require(datamodule, SourceCatalog, "the trainer's datamodule").source_names
+            self.novelty_scoring.bind(self.trainer, names, self.device)
 
     def on_train_start(self) -> None:
-        priority = getattr(self.trainer.datamodule, "replay_priority", "uniform")
-        if priority == "novelty" and self.novelty is None:
-            raise ValueError(
-                "data.replay_priority=novelty needs novelty scores: set model.novelty_online=true "
-                "or model.novelty_ckpt=PATH"
-            )
+        datamodule = self.trainer.datamodule
+        if isinstance(datamodule, PriorityFeedback) and datamodule.replay_priority == "novelty":
+            if self.novelty is None:
+                raise ValueError(
+                    "data.replay_priority=novelty needs novelty scores: set "
+                    "model.novelty_online=true or model.novelty_ckpt=PATH"
+                )
         # seed_everything gives every DDP rank the same torch seed; offset the policy noise
         # of ranks > 0 so they explore differently (rank 0 keeps the seeded or restored stream).
         if self.trainer.global_rank > 0:
             torch.manual_seed(torch.initial_seed() + self.trainer.global_rank)
-
-    # ---------------------------------------------------------------- updates
-
-    @property
-    def encoder_learns(self) -> bool:
-        """Whether the critic loss trains any encoder weight (all of them, or the head)."""
-        return self.hparams.freeze_encoder is not True
-
-    @property
-    def replay_features(self) -> Literal["clip", "frame"] | None:
-        """What replay samples hold instead of pixels, with ``cache_frame_features``: the
-        whole frozen encoder's ``clip`` latents, the fixed trunk's ``frame`` features, or
-        None (pixels)."""
-        hp = self.hparams
-        if not hp.cache_frame_features or len(hp.observation_shape) != 4:
-            return None
-        if hp.freeze_encoder is True:
-            return "clip"
-        if hp.freeze_encoder == "trunk" and hasattr(self.encoder, "encode_frames"):
-            return "frame"
-        return None
-
-    def replay_feature_encoder(self) -> ReplayFeatures | None:
-        """How the replay should store its frames, or None for pixels.
-
-        ``encode`` runs the fixed part of the encoder on what the replay adds: raw frames
-        ``(K, C, H, W)`` through the trunk, or, with the whole encoder frozen, the clips
-        ``(K, T, C, H, W)`` those frames end, to ``(K, dim)`` float32. RolloutDataModule hands
-        it to :meth:`ReplayBuffer.store_frame_features`.
-        """
-        kind = self.replay_features
-        if kind is None:
-            return None
-        clip = kind == "clip"
-        run = self.encoder if clip else self.encoder.encode_frames
-
-        @torch.no_grad()
-        def encode(inputs: np.ndarray) -> np.ndarray:
-            return run(torch.as_tensor(inputs, device=self.device)).float().cpu().numpy()
-
-        dim = self.encoder.latent_dim if clip else self.encoder.frame_dim
-        return ReplayFeatures(encode, dim, clip)
-
-    def _replay_latent(self, obs: torch.Tensor) -> torch.Tensor:
-        """The latent of replayed observations: from pixels, from the trunk's stored frame
-        features, or the stored latents themselves."""
-        kind = self.replay_features
-        if kind == "clip":
-            return obs
-        if kind == "frame":
-            return self.encoder.from_frame_features(obs)
-        return self.encoder(obs)
-
-    def train(self, mode: bool = True) -> SACModule:
-        super().train(mode)
-        self._keep_frozen_encoder_in_eval_mode()
-        return self
-
-    def _keep_frozen_encoder_in_eval_mode(self) -> None:
-        # A frozen encoder's BatchNorm (R3D-18) uses and keeps its running statistics: in
-        # train mode it would normalise by each batch's statistics and update them.
-        if self.hparams.freeze_encoder is True:
-            self.encoder.eval()
-        elif self.hparams.freeze_encoder == "trunk":
-            self.encoder.trunk.eval()
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         hp = self.hparams
@@ -378,7 +300,9 @@ class SACModule(L.LightningModule):
         # Fused Adam: one kernel for every parameter, where the default on CPU loops over them.
         return torch.optim.Adam(groups, fused=True)
 
-    def training_step(self, batch: RolloutBatch, batch_idx: int) -> dict[str, Any]:
+    # ---------------------------------------------------------------- updates
+
+    def training_step(self, batch: RolloutBatch, batch_idx: int) -> StepOutputs:
         metrics = self.update(batch)
         novelty = metrics.pop("novelty_scores", None)
         # self.log costs milliseconds per call, as much as an update of a small network, so the
@@ -390,29 +314,27 @@ class SACModule(L.LightningModule):
         constraints = self.account_finished_shifts(batch)
         if self.global_step % self.hparams.finite_check_every == 0:
             self.check_finite()
-        outputs: dict[str, Any] = {"shift_constraints": constraints}
+        outputs: StepOutputs = {"shift_constraints": constraints}
         if novelty is not None:  # for the EconomicsCallback's pricing of this batch
-            self._update_replay_priorities(batch, novelty)
+            datamodule = self.trainer.datamodule if self._trainer is not None else None
+            if isinstance(datamodule, PriorityFeedback) and batch.sample.index is not None:
+                datamodule.update_priorities(batch.sample.index[: novelty.shape[0]], novelty)
             outputs["novelty"] = novelty
             outputs["novelty_source"] = batch.sample.source[: novelty.shape[0]]
         return outputs
 
-    def _update_replay_priorities(self, batch: RolloutBatch, novelty: torch.Tensor) -> None:
-        datamodule = self.trainer.datamodule if self._trainer is not None else None
-        if hasattr(datamodule, "update_priorities") and batch.sample.index is not None:
-            datamodule.update_priorities(batch.sample.index[: novelty.shape[0]], novelty)
-
     def update(self, batch: RolloutBatch) -> dict[str, torch.Tensor]:
         """One SAC gradient update on a replay sample; returns detached metrics."""
-        hp = self.hparams
         losses = self._losses if self._compiled_losses is None else self._compiled_losses
         total, z_actor, metrics = losses(batch.sample)
-        z_scored = z_actor[: hp.novelty_batch] if self.novelty is not None else None
-        if hp.novelty_online:
-            fit = self._novelty_fit_weight(batch.sample.source[: hp.novelty_batch])
-            self.novelty.update_normaliser(z_scored, fit)
-            novelty_loss = self.novelty.diffusion_loss(z_scored, weight=fit)
-            total = total + novelty_loss
+        scoring = self.novelty_scoring
+        if scoring is not None:
+            z_scored = scoring.scored(z_actor)
+            fit = None
+            if scoring.online:
+                source = batch.sample.source[: self.hparams.novelty_batch]
+                novelty_loss, fit = scoring.online_loss(z_scored, source)
+                total = total + novelty_loss
 
         optimizer = self.optimizers()
         optimizer.zero_grad(set_to_none=True)
@@ -421,12 +343,10 @@ class SACModule(L.LightningModule):
         self._soft_update_target()
         self._nonfinite |= ~torch.isfinite(total)  # checked later, without a sync here
 
-        if self.novelty is not None:
-            if hp.novelty_online:
+        if scoring is not None:
+            if scoring.online:
                 metrics["novelty_loss"] = novelty_loss.detach()
-                if self.global_step < hp.novelty_calibration_updates:
-                    self.novelty.update_statistics(z_scored, fit)
-            scores = self.novelty.score(z_scored)  # (n,), novelty of the batch's transitions
+            scores = scoring.after_update(z_scored, fit, self.global_step)  # (n,)
             metrics["novelty"] = scores.mean()
             metrics["novelty_scores"] = scores
         return metrics
@@ -441,19 +361,19 @@ class SACModule(L.LightningModule):
         """
         hp = self.hparams
         alpha = self.log_alpha.exp().detach()
-        penalty = self.lagrange * F.relu(s.err - self.err_target)  # (B,)
+        penalty = self.constraint.penalty(s.err)  # (B,)
         reward = hp.reward_scale * (s.reward - penalty)
 
         with torch.no_grad():
-            z_next = self._replay_latent(s.next_obs)
+            z_next = self.encoding.replay_latent(s.next_obs)
             next_action, next_log_prob = self.actor.sample(z_next)
             q1_next, q2_next = self.critic_target(z_next, next_action)
             soft_value = torch.min(q1_next, q2_next) - alpha * next_log_prob
             target_q = reward + hp.gamma * (1.0 - s.terminated) * soft_value  # (B,)
 
         # (B, latent_dim), trained by the critic loss only (unless frozen)
-        with torch.set_grad_enabled(self.encoder_learns):
-            z = self._replay_latent(s.obs)
+        with torch.set_grad_enabled(self.encoding.learns):
+            z = self.encoding.replay_latent(s.obs)
         q1, q2 = self.critic(z, s.action)
         if s.weight is None:
             critic_loss = F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)
@@ -506,71 +426,35 @@ class SACModule(L.LightningModule):
     # ------------------------------------------------------------- constraint
 
     def account_finished_shifts(self, batch: RolloutBatch) -> list[tuple[float, float]]:
-        """Dual ascent once per finished shift (ECONOMICS.md section 3).
+        """One multiplier update per finished shift (ECONOMICS.md section 3).
 
         Under DDP every rank applies the shifts of all ranks, in rank order, so lambda, the
         curriculum and the reward stay identical across ranks. Returns the (error target,
         lambda) in force after each episode of ``batch``, in order, for the economics ledger.
         """
+        constraint = self.constraint
         local = [
             float(error_rate(r.shift.errors, r.shift.attempts))
             for r in batch.episodes
             if r.shift is not None
         ]
-        errors, first = self._gather_shift_errors(local)
-        after: list[tuple[float, float]] = []  # (target, lambda) after each shift, global order
-        for err in errors:
-            target = self.err_target_value  # the target this shift was held to
-            self.dual.update(err, target)
-            self.shifts_seen += 1
-            after.append((target, self.dual.value))
+        trainer = self.trainer
+        errors, first = gather_in_rank_order(
+            local, trainer.world_size, trainer.global_rank, self.all_gather, self.device
+        )
+        after = constraint.account(errors)  # (target, lambda) after each shift, global order
         mine = iter(after[first : first + len(local)])
         constraints = [
-            next(mine) if r.shift is not None else (self.err_target_value, self.dual.value)
+            next(mine) if r.shift is not None else (constraint.target, constraint.value)
             for r in batch.episodes
         ]
         if errors:
-            self._sync_constraint_buffers()
-            self.log("train/lambda", self.dual.value, on_step=True, on_epoch=False)
-            self.log("train/err_target", self.err_target_value, on_step=True, on_epoch=False)
+            self.log("train/lambda", constraint.value, on_step=True, on_epoch=False)
+            self.log("train/err_target", constraint.target, on_step=True, on_epoch=False)
         if batch.episodes:
             returns = [r.episode_return for r in batch.episodes]
             self.log("train/episode_return", float(np.mean(returns)), on_step=True, on_epoch=False)
         return constraints
-
-    def _gather_shift_errors(self, local: list[float]) -> tuple[list[float], int]:
-        """Every rank's finished-shift error rates in rank order, and where this rank's start.
-
-        A collective on every update under DDP (shift counts differ between ranks, so no rank
-        can skip it), with one host sync to size the padding; nothing on a single device.
-        """
-        if self.trainer.world_size == 1:
-            return local, 0
-        counts = self.all_gather(torch.tensor(len(local), device=self.device))  # (W,)
-        counts = counts.tolist()
-        width = max(counts)
-        if width == 0:
-            return [], 0
-        padded = torch.zeros(width, dtype=torch.float64, device=self.device)
-        padded[: len(local)] = torch.tensor(local, dtype=torch.float64)
-        gathered = self.all_gather(padded).tolist()  # (W, width)
-        errors = [e for rank, row in enumerate(gathered) for e in row[: counts[rank]]]
-        return errors, sum(counts[: self.trainer.global_rank])
-
-    @property
-    def err_target_value(self) -> float:
-        """The error target for the next shift, from the curriculum."""
-        hp = self.hparams
-        return float(
-            sla_target(
-                self.shifts_seen, hp.err_target_init, hp.err_target_final, hp.curriculum_episodes
-            )
-        )
-
-    def _sync_constraint_buffers(self) -> None:
-        # fill_ with a python float: a host-to-device copy, no device-to-host sync.
-        self.lagrange.fill_(self.dual.value)
-        self.err_target.fill_(self.err_target_value)
 
     # ------------------------------------------------------------- evaluation
 
@@ -582,165 +466,27 @@ class SACModule(L.LightningModule):
 
     def _log_evaluation(self, batch: EvalBatch, stage: str) -> None:
         """Means over the deterministic evaluation episodes, reduced across ranks."""
-        episodes = batch.episodes
-        metrics = {
-            "env_steps": batch.env_steps,
-            "episode_return": np.mean([e.episode_return for e in episodes]),
-            "profit": np.mean([e.episode_return / e.length for e in episodes]),
-        }
-        shifts = [e.shift for e in episodes if e.shift is not None]
-        if shifts:
-            metrics["mpl"] = np.mean([mpl(s.completed, s.hours) for s in shifts])
-            if len(batch.source_names) > 1:  # MPL per site (source), e.g. val/mpl/customer_a
-                for source, name in enumerate(batch.source_names):
-                    own = [e.shift for e in episodes if e.source == source and e.shift]
-                    if own:
-                        metrics[f"mpl/{name}"] = np.mean([mpl(s.completed, s.hours) for s in own])
-            metrics["err_rate"] = np.mean([error_rate(s.errors, s.attempts) for s in shifts])
-            metrics["expected_profit"] = np.mean([s.expected_profit for s in shifts])
-            metrics["expected_err_rate"] = np.mean(
-                [s.expected_errors / max(s.expected_attempts, 1e-12) for s in shifts]
-            )
         self.log_dict(
-            {f"{stage}/{k}": float(v) for k, v in metrics.items()},
+            {f"{stage}/{k}": v for k, v in evaluation_metrics(batch).items()},
             on_step=False,
             on_epoch=True,
             sync_dist=True,
-            batch_size=len(episodes),
+            batch_size=len(batch.episodes),
         )
 
     # ---------------------------------------------------------- checkpointing
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.check_finite()
-        checkpoint["v2p_sac"] = {
-            "dual": self.dual.state_dict(),
-            "shifts_seen": self.shifts_seen,
-            # Every RNG the run draws from, for exact resume (DESIGN.md).
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "numpy_rng": _numpy_global_state_to_checkpoint(),
-            "python_rng": random.getstate(),
-        }
+        checkpoint["v2p_sac"] = {**self.constraint.checkpoint_state(), **capture_global_rng()}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("v2p_sac")
         if state is None:
             raise ValueError("checkpoint has no 'v2p_sac' entry: it was not written by SACModule")
-        self.dual.load_state_dict(state["dual"])
-        self.shifts_seen = int(state["shifts_seen"])
-        torch.set_rng_state(state["torch_rng"])
-        if state["cuda_rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-        np.random.set_state(_numpy_global_state_from_checkpoint(state["numpy_rng"]))  # noqa: NPY002
-        random.setstate(_as_tuples(state["python_rng"]))
-
-
-def _numpy_global_state_to_checkpoint() -> dict[str, Any]:
-    # The legacy global generator: V2P draws from its own Generators, but code it calls may not.
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()  # noqa: NPY002
-    return {
-        "kind": kind,
-        "keys": torch.from_numpy(keys.astype(np.int64)),
-        "pos": pos,
-        "has_gauss": has_gauss,
-        "gauss": gauss,
-    }
-
-
-def _numpy_global_state_from_checkpoint(state: dict[str, Any]) -> tuple:
-    keys = state["keys"].numpy().astype(np.uint32)
-    return (state["kind"], keys, state["pos"], state["has_gauss"], state["gauss"])
-
-
-def _as_tuples(value: Any) -> Any:
-    """random.setstate needs tuples; a checkpoint round trip may hand back lists."""
-    return tuple(_as_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
-
-
-def load_encoder_weights(encoder: torch.nn.Module, path: str) -> None:
-    """Copy the encoder of checkpoint ``path`` into ``encoder``, which must be the same model."""
-    pretrained = load_pretrained_encoder(path)
-    mine = (type(encoder).__name__, tuple(encoder.obs_shape), encoder.latent_dim)
-    theirs = (type(pretrained).__name__, tuple(pretrained.obs_shape), pretrained.latent_dim)
-    if mine != theirs:
-        raise ValueError(
-            f"encoder_ckpt {path!r} holds a {theirs[0]} for observations {theirs[1]} with "
-            f"latent_dim {theirs[2]}, but this model builds a {mine[0]} for {mine[1]} with "
-            f"latent_dim {mine[2]}; set encoder_arch and latent_dim to the pretraining run's"
-        )
-    try:
-        encoder.load_state_dict(pretrained.state_dict())
-    except RuntimeError as e:
-        raise ValueError(
-            f"encoder_ckpt {path!r} does not fit this model's encoder (different widths? "
-            f"set encoder_channels / encoder_hidden_dim to the pretraining run's): {e}"
-        ) from e
-
-
-@contextlib.contextmanager
-def _own_hyperparameters() -> Iterator[None]:
-    """Let a LightningModule built inside another's ``__init__`` record its own hparams.
-
-    LightningCLI instantiates the model inside a context that hands the model's config to
-    every ``save_hyperparameters()`` call made meanwhile (``_given_hyperparameters`` in
-    ``lightning.pytorch.core.mixins.hparams_mixin``), a nested module's included: the novelty
-    model would otherwise get SAC's hyper-parameters instead of its own.
-    """
-    token = _given_hyperparameters.set(None)
-    try:
-        yield
-    finally:
-        _given_hyperparameters.reset(token)
-
-
-def build_novelty_model(
-    latent_dim: int, novelty_ckpt: str | None, novelty_online: bool, hidden_dim: int = 256
-) -> LatentDiffusionNovelty | None:
-    """The novelty model SAC scores its batches with: loaded and frozen, fresh, or none."""
-    if novelty_ckpt is not None and novelty_online:
-        raise ValueError(
-            f"novelty_ckpt={novelty_ckpt!r} and novelty_online=true are exclusive: score with a "
-            "trained model, or train one online"
-        )
-    if novelty_online:
-        with _own_hyperparameters():
-            return LatentDiffusionNovelty(latent_dim=latent_dim, hidden_dim=hidden_dim)
-    if novelty_ckpt is None:
-        return None
-    model = load_novelty_checkpoint(novelty_ckpt)
-    if model.latent_dim != latent_dim:
-        raise ValueError(
-            f"novelty_ckpt {novelty_ckpt!r} models latents of size {model.latent_dim}, but this "
-            f"model's latent_dim is {latent_dim}"
-        )
-    if not model._calibrated:
-        raise ValueError(
-            f"novelty_ckpt {novelty_ckpt!r} has no calibration statistics: train it with a "
-            "validation set (python cli.py fit --config configs/novelty.yaml) so it can score"
-        )
-    return model.requires_grad_(False)
-
-
-def load_novelty_checkpoint(path: str) -> LatentDiffusionNovelty:
-    """The denoiser, normaliser and calibration of a novelty checkpoint, without its encoder.
-
-    SAC has its own encoder, so the novelty model's copy (and the file it was read from) is
-    not needed: the model is rebuilt from its hyper-parameters with ``latent_dim`` only.
-    """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"novelty checkpoint {path!r} does not exist")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-        hparams = dict(checkpoint["hyper_parameters"])
-        state = checkpoint["state_dict"]
-    except Exception as e:  # a truncated or foreign file fails in many ways
-        raise ValueError(f"novelty checkpoint {path!r} is not a readable checkpoint: {e}") from e
-    if "score_timesteps" not in hparams or not any(k.startswith("denoiser.") for k in state):
-        raise ValueError(f"{path!r} is not a LatentDiffusionNovelty checkpoint")
-    latent_dim = int(state["z_mean"].shape[0])
-    hparams.update(latent_dim=latent_dim, encoder_ckpt=None, observation_shape=None)
-    with _own_hyperparameters():
-        model = LatentDiffusionNovelty(**hparams)
-    model.load_state_dict({k: v for k, v in state.items() if not k.startswith("encoder.")})
-    return model
+        weights = checkpoint.get("state_dict", {})
+        for old, new in _LEGACY_KEYS.items():
+            if old in weights and new not in weights:
+                weights[new] = weights.pop(old)
+        self.constraint.restore(state)
+        restore_global_rng(state)

@@ -1,0 +1,34 @@
+"""The metrics of a batch of deterministic evaluation episodes (``val/*`` and ``test/*``)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from v2p.contracts import EvalBatch
+from v2p.economics import error_rate, mpl
+
+
+def evaluation_metrics(batch: EvalBatch) -> dict[str, float]:
+    """Means over the episodes: return, profit and, where the env reports economics, MPL (per
+    site too, e.g. ``mpl/customer_a``, when there are several sources), error rate and the
+    task model's expected profit and error rate of the actions taken."""
+    episodes = batch.episodes
+    metrics = {
+        "env_steps": batch.env_steps,
+        "episode_return": np.mean([e.episode_return for e in episodes]),
+        "profit": np.mean([e.episode_return / e.length for e in episodes]),
+    }
+    shifts = [e.shift for e in episodes if e.shift is not None]
+    if shifts:
+        metrics["mpl"] = np.mean([mpl(s.completed, s.hours) for s in shifts])
+        if len(batch.source_names) > 1:
+            for source, name in enumerate(batch.source_names):
+                own = [e.shift for e in episodes if e.source == source and e.shift]
+                if own:
+                    metrics[f"mpl/{name}"] = np.mean([mpl(s.completed, s.hours) for s in own])
+        metrics["err_rate"] = np.mean([error_rate(s.errors, s.attempts) for s in shifts])
+        metrics["expected_profit"] = np.mean([s.expected_profit for s in shifts])
+        metrics["expected_err_rate"] = np.mean(
+            [s.expected_errors / max(s.expected_attempts, 1e-12) for s in shifts]
+        )
+    return {k: float(v) for k, v in metrics.items()}
