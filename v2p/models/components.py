@@ -32,8 +32,7 @@ def box_affine(low: torch.Tensor, high: torch.Tensor) -> tuple[torch.Tensor, tor
 class Actor(nn.Module):
     """Tanh-squashed Gaussian policy, rescaled to the action box ``[low, high]``.
 
-    ``latent_scale`` multiplies ``z`` before the first layer (see :class:`SACModule`'s
-    ``unit_head_inputs``).
+    ``latent_scale`` multiplies ``z`` before the first layer (see :class:`TwinCritic`).
     """
 
     def __init__(
@@ -87,7 +86,14 @@ class TwinCritic(nn.Module):
 
     ``latent_scale`` multiplies ``z``; with the action box ``action_low``/``action_high`` given,
     the critics read actions mapped from the box to ``[-1, 1]`` (as Stable-Baselines3 feeds
-    its critics), otherwise as they are. See :class:`SACModule`'s ``unit_head_inputs``.
+    its critics), otherwise as they are.
+
+    Why (SACModule's ``unit_head_inputs`` sets both): every encoder ends in LayerNorm, whose
+    unit-variance features give ``z`` a norm of ``sqrt(latent_dim)``; at that scale the latent
+    drowns the action in the critics' first layer (2 of 66 inputs on the dishwashing tasks),
+    and the critics are slow to learn how the action matters. Measured on the state task
+    (docs/benchmarks.md): 95% of the ceiling at a median of 1,400 env steps over 10 seeds,
+    against 1,850; late in training three seeds cannot tell the two apart.
     """
 
     def __init__(

@@ -15,7 +15,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from v2p.economics import DualAscent, sla_target
+from v2p.contracts import EpisodeRecord
+from v2p.economics import DualAscent, error_rate, sla_target
 from v2p.validation import check_int, check_scalar
 
 
@@ -82,6 +83,29 @@ class ShiftConstraint(nn.Module):
             self.lagrange.fill_(self.dual.value)
             self.err_target.fill_(self.target)
         return after
+
+    def account_episodes(
+        self,
+        episodes: Sequence[EpisodeRecord],
+        gather: Callable[[list[float]], tuple[list[float], int]] = lambda local: (local, 0),
+    ) -> tuple[list[tuple[float, float]], bool]:
+        """Update the multiplier with the shifts among ``episodes`` (and, through ``gather``,
+        every other rank's: all of them in rank order, and where this rank's start).
+
+        Returns the (error target, lambda) in force after each episode, aligned with
+        ``episodes`` (an episode without a shift gets the current pair), and whether any
+        shift, on any rank, updated the multiplier.
+        """
+        local = [
+            float(error_rate(r.shift.errors, r.shift.attempts))
+            for r in episodes
+            if r.shift is not None
+        ]
+        errors, first = gather(local)
+        after = self.account(errors)  # (target, lambda) after each shift, global order
+        mine = iter(after[first : first + len(local)])
+        pairs = [next(mine) if r.shift is not None else (self.target, self.value) for r in episodes]
+        return pairs, bool(errors)
 
     def checkpoint_state(self) -> dict[str, Any]:
         """What the buffers do not hold: the multiplier's state and the shift count."""

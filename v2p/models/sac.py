@@ -48,7 +48,6 @@ from v2p.contracts import (
     StepOutputs,
     require,
 )
-from v2p.economics import error_rate
 from v2p.encoders import encoder_from_hparams
 from v2p.models.components import Actor, TwinCritic
 from v2p.models.constraint import ShiftConstraint, gather_in_rank_order
@@ -82,20 +81,11 @@ class SACModule(L.LightningModule):
             (pays on a GPU with bf16 autocast, ``--trainer.precision=bf16-mixed``).
         encoder_ckpt: a pretraining (or SAC) checkpoint whose encoder weights start this
             model's encoder; its architecture, latent size and observation shape must match.
-        freeze_encoder: ``false``: the critic loss trains the whole encoder; ``true``: keep its
-            weights fixed (no gradients, eval mode); ``trunk``: keep the feature extractor
-            fixed (eval mode) and let the critic train the encoder's head, the Linear +
-            LayerNorm that makes the latent (a frozen backbone with a trained projection).
+        freeze_encoder, cache_frame_features: which encoder weights learn (``false``: all;
+            ``true``: none; ``trunk``: the head only) and whether the replay stores what the
+            fixed part makes of each frame (:mod:`v2p.models.encoder_training`).
         reset_encoder_head: re-initialise the head after loading ``encoder_ckpt`` (with
             ``freeze_encoder: trunk``: pretrained features, a fusion learnt for this task).
-            A pretrained head is a poor start for SAC on the dishwashing video
-            (docs/benchmarks.md).
-        cache_frame_features: on video, with a fixed encoder, the replay stores what the fixed
-            part makes of each frame instead of its pixels, computed once when the frame is
-            added, so updates skip the CNN (they ran it on 2 x B x T frames each). With
-            ``freeze_encoder: true`` (any clip encoder): the latent of the clip the frame
-            ends; with ``trunk`` on a per-frame encoder (``simple2dcnn``): the frame's trunk
-            features, which the trained head pools. Elsewhere it has no effect.
         novelty_ckpt: a trained :class:`~v2p.models.novelty.LatentDiffusionNovelty` checkpoint
             (frozen) that scores every batch's latents; it must have been trained on this
             encoder's latents, so use it with the same pretrained, frozen encoder.
@@ -107,16 +97,9 @@ class SACModule(L.LightningModule):
             is calibrated, what it is fitted on and how much of each batch it scores
             (:class:`~v2p.models.novelty_scoring.NoveltyScoring`).
         hidden_dim, hidden_layers: actor and critic MLPs.
-        unit_head_inputs: the actor and critics read the latent at unit norm,
-            ``z / sqrt(latent_dim)``, and the critics read actions mapped from the box to
-            ``[-1, 1]``. Every encoder ends in LayerNorm, whose unit-variance features give ``z``
-            a norm of ``sqrt(latent_dim)``; at that scale the latent drowns the action in the
-            critics' first layer (2 of 66 inputs on the dishwashing tasks), and the critics are
-            slow to learn how the action matters. Measured on the state task
-            (docs/benchmarks.md): 95% of the ceiling at a median of 1,400 env steps over 10
-            seeds, against 1,850; late in training three seeds cannot tell the two apart. The
-            state config turns it on; off by default so that checkpoints trained without it load
-            as they were trained.
+        unit_head_inputs: the actor and critics read the latent at unit norm and the critics
+            read actions in ``[-1, 1]`` (:class:`~v2p.models.components.TwinCritic` says why);
+            off by default so that checkpoints trained without it load as they were trained.
         gamma: discount factor.
         tau: Polyak rate of the target critic.
         critic_lr, actor_lr, alpha_lr: learning rates of the three parameter groups.
@@ -185,7 +168,7 @@ class SACModule(L.LightningModule):
         check_int("finite_check_every", finite_check_every, ge=1)
         check_novelty_settings(
             novelty_online, novelty_fit_sources, novelty_batch, novelty_calibration_updates
-        )
+        )  # here, not in NoveltyScoring: they must hold with no novelty model too
         if compile_mode not in COMPILE_MODES:
             raise ValueError(f"compile_mode must be one of {COMPILE_MODES}, got {compile_mode!r}")
         if reset_encoder_head and encoder_ckpt is None:
@@ -212,20 +195,22 @@ class SACModule(L.LightningModule):
         self.novelty = build_novelty_model(
             latent_dim, novelty_ckpt, novelty_online, novelty_hidden_dim
         )
-        self.novelty_scoring = None
-        if self.novelty is not None:
-            self.novelty_scoring = NoveltyScoring(
+        self.novelty_scoring = (
+            None
+            if self.novelty is None
+            else NoveltyScoring(
                 self.novelty,
                 novelty_online,
                 novelty_fit_sources,
                 novelty_batch,
                 novelty_calibration_updates,
             )
-            if novelty_ckpt is not None and self.encoding.learns:
-                rank_zero_warn(
-                    "novelty_ckpt scores latents of a fine-tuned encoder, which drift away from "
-                    "the latents it was trained on; freeze the encoder or use novelty_online=true"
-                )
+        )
+        if novelty_ckpt is not None and self.encoding.learns:
+            rank_zero_warn(
+                "novelty_ckpt scores latents of a fine-tuned encoder, which drift away from the "
+                "latents it was trained on; freeze the encoder or use novelty_online=true"
+            )
         latent_scale = latent_dim**-0.5 if unit_head_inputs else 1.0
         box = (low, high) if unit_head_inputs else (None, None)
         self.actor = Actor(latent_dim, low, high, hidden_dim, hidden_layers, latent_scale)
@@ -432,25 +417,16 @@ class SACModule(L.LightningModule):
         curriculum and the reward stay identical across ranks. Returns the (error target,
         lambda) in force after each episode of ``batch``, in order, for the economics ledger.
         """
-        constraint = self.constraint
-        local = [
-            float(error_rate(r.shift.errors, r.shift.attempts))
-            for r in batch.episodes
-            if r.shift is not None
-        ]
         trainer = self.trainer
-        errors, first = gather_in_rank_order(
-            local, trainer.world_size, trainer.global_rank, self.all_gather, self.device
-        )
-        after = constraint.account(errors)  # (target, lambda) after each shift, global order
-        mine = iter(after[first : first + len(local)])
-        constraints = [
-            next(mine) if r.shift is not None else (constraint.target, constraint.value)
-            for r in batch.episodes
-        ]
-        if errors:
-            self.log("train/lambda", constraint.value, on_step=True, on_epoch=False)
-            self.log("train/err_target", constraint.target, on_step=True, on_epoch=False)
+
+        def gather(local: list[float]) -> tuple[list[float], int]:
+            world, rank = trainer.world_size, trainer.global_rank
+            return gather_in_rank_order(local, world, rank, self.all_gather, self.device)
+
+        constraints, updated = self.constraint.account_episodes(batch.episodes, gather)
+        if updated:
+            self.log("train/lambda", self.constraint.value, on_step=True, on_epoch=False)
+            self.log("train/err_target", self.constraint.target, on_step=True, on_epoch=False)
         if batch.episodes:
             returns = [r.episode_return for r in batch.episodes]
             self.log("train/episode_return", float(np.mean(returns)), on_step=True, on_epoch=False)
