@@ -12,10 +12,10 @@ TorchRL split them:
   features, samples ``(B, T, dim)``) or of each clip (latents, samples ``(B, dim)``);
 * :mod:`~v2p.data.replay.samplers`: uniform draws, and prioritised draws on a
   :mod:`~v2p.data.replay.sum_tree` (O(log N) per draw);
-* :mod:`~v2p.data.replay.buffer`: :class:`ReplayBuffer`, which composes them and owns
-  checkpoints. A big buffer goes to a side file (:meth:`ReplayBuffer.save` /
-  :meth:`ReplayBuffer.load`, an uncompressed ``.npz``) rather than being pickled into the
-  Lightning checkpoint.
+* :mod:`~v2p.data.replay.buffer`: :class:`ReplayBuffer`, which composes them;
+* :mod:`~v2p.data.replay.checkpoint`: state-dict checks and the side file a big buffer goes to
+  (:meth:`ReplayBuffer.save` / :meth:`ReplayBuffer.load`, an uncompressed ``.npz``) rather
+  than being pickled into the Lightning checkpoint.
 """
 
 from v2p.contracts import ReplayFeatures, ReplaySample

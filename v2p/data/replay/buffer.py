@@ -2,14 +2,12 @@
 
 It validates what comes in, picks the layout (:class:`StateStorage`, :class:`FrameStorage`,
 :class:`FeatureStorage`), routes each sample to the uniform or the prioritised sampler, and
-owns checkpoints: the state dict (version 1, unchanged by the split into storage and samplers)
-and its side file.
-"""
+saves and restores them (the state checks and the side file are in
+:mod:`~v2p.data.replay.checkpoint`)."""
 
 from __future__ import annotations
 
 import os
-import zipfile
 from collections.abc import Callable
 
 import numpy as np
@@ -17,21 +15,12 @@ import numpy.typing as npt
 import torch
 
 from v2p.contracts import ReplaySample
+from v2p.data.replay.checkpoint import STATE_VERSION, check_state, read_npz, write_npz
 from v2p.data.replay.frames import FeatureStorage, FrameStorage
 from v2p.data.replay.samplers import PrioritisedSampler, UniformSampler
 from v2p.data.replay.storage import StateStorage, TransitionStorage
 
 __all__ = ["ReplayBuffer"]
-
-# Bumped whenever the layout of `state_dict` changes, so an old side file fails loudly.
-_STATE_VERSION = 1
-
-
-def _layout_name(state: dict[str, np.ndarray]) -> str:
-    """What a replay state's frame ring holds, in words."""
-    if int(state["frame_features"]) == 0:
-        return "frame pixels"
-    return "clip latents" if bool(state["clip_features"]) else "frame features"
 
 
 def _is_positive_int(value: object) -> bool:
@@ -295,7 +284,7 @@ class ReplayBuffer:
 
     def _config(self) -> dict[str, np.ndarray]:
         return {
-            "version": np.asarray(_STATE_VERSION, dtype=np.int64),
+            "version": np.asarray(STATE_VERSION, dtype=np.int64),
             "capacity": np.asarray(self.capacity, dtype=np.int64),
             "num_envs": np.asarray(self.num_envs, dtype=np.int64),
             "obs_shape": np.asarray(self.obs_shape, dtype=np.int64),
@@ -335,53 +324,20 @@ class ReplayBuffer:
         The prioritised sampler's sum tree is derived state: it is rebuilt from the restored
         priorities at the next prioritised draw.
         """
-        if "frame_features" not in state:  # saved before frame features existed: pixels
-            state = {**state, "frame_features": np.asarray(0, dtype=np.int64)}
-        if "clip_features" not in state:  # saved before clip latents existed
-            state = {**state, "clip_features": np.asarray(False)}
-        for key, expected in self._config().items():
-            if key not in state:
-                raise ValueError(f"replay state is missing field {key!r}")
-            got = np.asarray(state[key])
-            if got.shape != expected.shape or not np.array_equal(got, expected):
-                hint = ""
-                if key in ("frame_features", "clip_features"):
-                    # SACModule's cache_frame_features and freeze_encoder decide the layout.
-                    hint = (
-                        f": the state stores {_layout_name(state)}; resume with the model's "
-                        "cache_frame_features and freeze_encoder as the run had them"
-                    )
-                raise ValueError(
-                    f"replay state field {key!r} is {got.tolist()!r}, but this buffer was built "
-                    f"with {expected.tolist()!r}{hint}"
-                )
         arrays = self._arrays()
-        if "priority" not in state:  # saved before prioritised replay existed: all equal
-            state = {**state, "priority": np.ones_like(arrays["priority"])}
-        for key, live in arrays.items():
-            if key not in state:
-                raise ValueError(f"replay state is missing field {key!r}")
-            got = np.asarray(state[key])
-            if got.shape != live.shape or got.dtype != live.dtype:
-                raise ValueError(
-                    f"replay state field {key!r} has shape {got.shape} and dtype {got.dtype}, "
-                    f"expected shape {live.shape} and dtype {live.dtype}"
-                )
-        for key in ("pos", "full"):
-            if key not in state or np.asarray(state[key]).shape != ():
-                raise ValueError(f"replay state field {key!r} must be a scalar")
-        pos = int(state["pos"])
-        if not 0 <= pos < self.per_env_capacity:
-            raise ValueError(
-                f"replay state field 'pos' is {pos}, expected 0 <= pos < {self.per_env_capacity}"
-            )
+        state = check_state(
+            state,
+            config=self._config(),
+            arrays=arrays,
+            per_env_capacity=self.per_env_capacity,
+        )
         for key, live in arrays.items():
             np.copyto(live, state[key])
         self._prioritised.restored()
         if self._storage.mirror is not None:
             assert self._storage.device is not None
             self._storage.to_device(self._storage.device)
-        self._storage.pos = pos
+        self._storage.pos = int(state["pos"])
         self._storage.full = bool(state["full"])
 
     def save(self, path: str | os.PathLike[str], token: str = "") -> None:
@@ -391,16 +347,7 @@ class ReplayBuffer:
         can tell which save a file came from. Writes to a temporary file first and renames it,
         so an interrupted save never leaves a truncated file where a good one was.
         """
-        path = os.fspath(path)
-        tmp = f"{path}.tmp"
-        try:
-            with open(tmp, "wb") as f:
-                arrays = {**self._config(), **self._pointers(), **self._arrays()}
-                np.savez(f, **arrays, token=np.asarray(token))
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        write_npz(path, {**self._config(), **self._pointers(), **self._arrays()}, token)
 
     @staticmethod
     def read_state(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
@@ -410,14 +357,7 @@ class ReplayBuffer:
             FileNotFoundError: ``path`` does not exist.
             ValueError: ``path`` is not a readable ``.npz``.
         """
-        path = os.fspath(path)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"replay buffer file not found: {path}")
-        try:
-            with np.load(path, allow_pickle=False) as npz:
-                return {key: npz[key] for key in npz.files}
-        except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as e:
-            raise ValueError(f"replay buffer file {path} is corrupt or not an .npz: {e}") from e
+        return read_npz(path)
 
     def load(self, path: str | os.PathLike[str]) -> None:
         """Load a file written by :meth:`save` into this buffer.
