@@ -1,8 +1,8 @@
 """Finished episodes (shifts) as typed records, accumulated from vector-env steps.
 
-Envs that report the dishwashing accounting in ``info`` (``attempts``, ``errors``,
-``completed``, ``step_hours`` and the prices) produce a :class:`ShiftCounts` with every finished
-episode; any other gymnasium env produces episodes without one, and the economics is skipped.
+Economic envs report the step accounting declared by :class:`~v2p.envs.accounting.StepAccounting`
+in ``info`` and produce a :class:`ShiftCounts` with every finished episode; any other gymnasium
+env produces episodes without one, and the economics is skipped.
 """
 
 from __future__ import annotations
@@ -12,21 +12,25 @@ from typing import Any
 import numpy as np
 
 from v2p.contracts import EpisodeRecord, ShiftCounts
+from v2p.envs.accounting import read_accounting
 
-# info keys an env must report, per step, for its episodes to be accounted as shifts.
+# Summed over the episode's steps.
 SHIFT_INFO_KEYS = ("attempts", "errors", "completed")
-# Per-step constants of a site; the shift's hours are its length times step_hours (a sum of
-# 60 one-minute steps in floating point would give 1.0000000000000013 hours).
-PRICE_INFO_KEYS = ("step_hours", "price_per_unit", "damage_cost", "energy_cost", "human_mp")
 EXPECTED_INFO_KEYS = ("expected_profit", "expected_attempts", "expected_errors")
+# Per-step constants of a site, kept from its latest step.
+PRICE_INFO_KEYS = ("step_hours", "price_per_unit", "damage_cost", "energy_cost", "human_mp")
 
 
 class EpisodeTracker:
-    """Per-env running sums over the current episode, vectorised over N envs."""
+    """Per-env running sums over the current episode, vectorised over N envs.
 
-    def __init__(self, num_envs: int, sources: np.ndarray) -> None:
+    ``env`` names the env in the error a step with a partial accounting record raises.
+    """
+
+    def __init__(self, num_envs: int, sources: np.ndarray, env: str = "the env") -> None:
         self.num_envs = num_envs
         self.sources = np.asarray(sources, dtype=np.int64)
+        self.env = env
         self._sums: dict[str, np.ndarray] = {}
         self.reset_all()
 
@@ -38,21 +42,37 @@ class EpisodeTracker:
     def step(
         self, reward: np.ndarray, done: np.ndarray, info: dict[str, Any]
     ) -> list[EpisodeRecord]:
-        """Add one step of every env; return records of the episodes that ended in it."""
+        """Add one step of every env; return records of the episodes that ended in it.
+
+        Raises ``KeyError`` when a site's accounting record is partial, or when a site that
+        reported it before (its prices are known) reports none of it.
+        """
         sums = self._sums
         sums["length"] += 1
         sums["return"] += reward
-        accounted = all(key in info for key in SHIFT_INFO_KEYS + PRICE_INFO_KEYS)
-        if accounted:
-            for key in SHIFT_INFO_KEYS:
-                sums[key] += info[key]
-            for key in PRICE_INFO_KEYS:
-                self._prices[key] = np.asarray(info[key], dtype=np.float64)
-            for key in EXPECTED_INFO_KEYS:
-                sums[key] += info[key] if key in info else np.nan
+        economic, record = read_accounting(info, self.num_envs, self.env)
+        stopped = economic < ~np.isnan(self._prices["step_hours"])
+        if stopped.any():
+            site = int(np.flatnonzero(stopped)[0])
+            raise KeyError(
+                f"{self.env} reported the step accounting at site {site} (source "
+                f"{int(self.sources[site])}) before but not in this step"
+            )
+        if record is not None:
+            values = record._asdict()
+            if economic.all():
+                for key in SHIFT_INFO_KEYS + EXPECTED_INFO_KEYS:
+                    sums[key] += values[key]
+                for key in PRICE_INFO_KEYS:
+                    self._prices[key] = np.asarray(values[key], dtype=np.float64)
+            else:  # sources of which only some are economic (a ConcatVectorEnv)
+                for key in SHIFT_INFO_KEYS + EXPECTED_INFO_KEYS:
+                    sums[key][economic] += values[key][economic]
+                for key in PRICE_INFO_KEYS:
+                    self._prices[key][economic] = values[key][economic]
         if not done.any():
             return []
-        records = [self._record(int(i), accounted) for i in np.flatnonzero(done)]
+        records = [self._record(int(i), bool(economic[i])) for i in np.flatnonzero(done)]
         for values in sums.values():
             values[done] = 0.0
         return records

@@ -41,6 +41,7 @@ from v2p.data.checkpoint_io import ReplayCheckpointIO
 from v2p.data.episodes import EpisodeTracker
 from v2p.data.replay import ReplayBuffer
 from v2p.data.sources import ConcatVectorEnv, DataSource, check_sources, supports_state_dict
+from v2p.envs.accounting import error_rates
 from v2p.validation import check_int, check_scalar
 
 REPLAY_PRIORITIES = ("uniform", "novelty")
@@ -433,7 +434,7 @@ class RolloutDataModule(L.LightningDataModule):
             # Same-step autoreset: next_obs already starts the next episode for done envs.
             final_obs = next_obs.copy()
             final_obs[done] = np.stack(list(info["final_obs"][done]))
-        err = np.asarray(info.get("err_rate", np.zeros(self.num_envs)), dtype=np.float32)
+        err = error_rates(info, self.num_envs, f"env {self.env_id!r}")
         self.buffer.add(
             self._obs,
             actions,

@@ -3,18 +3,18 @@
 :class:`ShiftAccountant` turns a finished shift's counts and prices into a :class:`LedgerRow`
 with the formulas of sections 1, 4, 5 and 6 (each computed by the :mod:`v2p.economics` function
 that owns it), and :class:`LedgerWriter` appends the rows to a CSV file that a resumed run can
-cut back to the rows its checkpoint accounted for. Pure python and numpy: no torch, no Lightning.
+cut back to the rows its checkpoint accounted for. The columns are defined once, as the fields
+of :class:`LedgerRow` (:mod:`v2p.economics.ledger_row`); the file is
+:mod:`v2p.economics.ledger_file`'s. Pure python and numpy: no torch, no Lightning.
 """
 
 from __future__ import annotations
 
-import csv
-import os
-from pathlib import Path
-from types import TracebackType
 from typing import Any, NamedTuple
 
 from v2p.economics.labor import error_rate, implied_wage, mpl, profit_rate
+from v2p.economics.ledger_file import LedgerWriter
+from v2p.economics.ledger_row import LEDGER_COLUMNS, LedgerRow
 from v2p.economics.shift import PLATFORM, ShiftCounts
 from v2p.economics.spread import (
     allocate_spread,
@@ -25,81 +25,15 @@ from v2p.economics.spread import (
 from v2p.economics.wages import WageIndexer
 from v2p.validation import check_int, check_scalar
 
-LEDGER_COLUMNS: tuple[str, ...] = (
-    "episode",
-    "global_step",
-    "source",
-    "hours",
-    "completed",
-    "attempts",
-    "errors",
-    "mp_r",
-    "err_rate",
-    "err_target",
-    "w_hat_r",
-    "w_h",
-    "wage_parity",
-    "prod_parity",
-    "profit",
-    "lambda",
-    "delta_mpl_total",
-    "delta_mpl_cust",
-    "novelty",
-    "s_cust",
-    "s_plat",
-    "spread",
-    "spread_value",
-    "rebate",
-    "captured",
-    "customer_cost",
-    "consumer_surplus",
-    "deflation_ratio",
-    "data_price",
-)
-"""The ledger's columns, in the order of ECONOMICS.md section 10."""
-
-
-class LedgerRow(NamedTuple):
-    """One finished shift as accounted; fields in :data:`LEDGER_COLUMNS` order.
-
-    The ``lambda`` column is the field ``lam``: ``lambda`` is a python keyword and cannot name a
-    field. :meth:`columns` maps fields to the column names. ``None`` (an empty cell) means "not
-    measured yet"; it is never replaced by a made-up number.
-    """
-
-    episode: int  # running index of accounted shifts
-    global_step: int  # trainer.global_step when the shift was accounted
-    source: str  # data source of the env that ran the shift
-    hours: float  # H [hr]
-    completed: int
-    attempts: int
-    errors: int
-    mp_r: float  # MP_r [units/hr]
-    err_rate: float  # err [fraction]
-    err_target: float  # e* in force for the shift
-    w_hat_r: float  # robot implied wage w_r [$/hr]
-    w_h: float  # human wage benchmark at the end of the shift [$/hr]
-    wage_parity: float  # w_r / w_h
-    prod_parity: float  # MP_r / MP_h
-    profit: float  # w_r - c_e [$/hr]
-    lam: float  # Lagrange multiplier of the service level (column "lambda")
-    delta_mpl_total: float  # change of the smoothed MPL over this shift [units/hr]
-    delta_mpl_cust: float | None  # part of it attributed to customer data (section 7)
-    novelty: float | None  # novelty of the shift's data (section 7)
-    s_cust: float
-    s_plat: float
-    spread: float  # [$/hr]
-    spread_value: float  # [$]
-    rebate: float  # [$]
-    captured: float  # [$]
-    customer_cost: float  # [$/hr]
-    consumer_surplus: float  # [$/hr]
-    deflation_ratio: float  # rho = cost / w_h
-    data_price: float | None  # non-sharing premium quoted for the shift's data [$]
-
-    def columns(self) -> dict[str, int | float | str | None]:
-        """The row keyed by ledger column name (``lam`` under ``"lambda"``)."""
-        return dict(zip(LEDGER_COLUMNS, self, strict=True))
+__all__ = [
+    "LEDGER_COLUMNS",
+    "LedgerRow",
+    "LedgerWriter",
+    "Parities",
+    "ShiftAccountant",
+    "ShiftLabor",
+    "shift_labor",
+]
 
 
 class ShiftLabor(NamedTuple):
@@ -309,106 +243,3 @@ class ShiftAccountant:
         ema = {str(k): check_scalar(f"state['mpl_ema'][{k!r}]", v, ge=0) for k, v in ema.items()}
         self._indexer.load_state_dict(state["indexer"])
         self._mpl_ema = ema
-
-
-def _cell(value: int | float | str | None) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    # repr of a float is the shortest string that reads back as the same float.
-    return repr(float(value))
-
-
-class LedgerWriter:
-    """An append-only CSV file of :class:`LedgerRow`s with the section-10 header.
-
-    Creates the parent directories, and writes the header when the file is new or empty. An
-    existing file must start with exactly that header (else ``ValueError``). Each row is one line
-    (``source`` may not contain a line break) and is flushed as it is appended, so after a kill
-    at most the last line is partial: opening the file drops such a partial line, since writing
-    after it would fuse it with the next row. Floats are written with ``repr`` (they read back
-    exactly), ints as ints, ``None`` as an empty cell.
-    """
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self._path = Path(path)
-        self._header = ",".join(LEDGER_COLUMNS) + "\n"
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        content = self._path.read_bytes() if self._path.exists() else b""
-        header = self._header.encode()
-        if b"\n" not in content and header.startswith(content):
-            # New, empty, or holding a header cut short by a kill: (re)write the header.
-            self._path.write_bytes(header)
-            content = header
-        elif not content.startswith(header):
-            first_line = content.split(b"\n", 1)[0].decode("utf-8", "replace")
-            raise ValueError(
-                f"ledger {str(self._path)!r} has the header {first_line!r}; expected the "
-                f"columns {list(LEDGER_COLUMNS)}"
-            )
-        complete = content.rfind(b"\n") + 1
-        if complete < len(content):
-            os.truncate(self._path, complete)
-        self._rows = content.count(b"\n") - 1
-        self._handle = self._path.open("a", newline="", encoding="utf-8")
-        self._csv = csv.writer(self._handle, lineterminator="\n")
-
-    @property
-    def path(self) -> Path:
-        return self._path
-
-    @property
-    def rows(self) -> int:
-        """Complete data rows in the file."""
-        return self._rows
-
-    def append(self, row: LedgerRow) -> None:
-        """Write one row and flush it to the OS (no fsync: a process kill loses nothing)."""
-        if not isinstance(row, LedgerRow):
-            raise ValueError(f"row must be a LedgerRow, got {type(row).__name__}")
-        if "\n" in row.source or "\r" in row.source:
-            raise ValueError(f"row.source must not contain a line break, got {row.source!r}")
-        self._csv.writerow([_cell(value) for value in row])
-        self._handle.flush()
-        self._rows += 1
-
-    def truncate(self, n_rows: int) -> None:
-        """Keep the header and the first ``n_rows`` data rows; drop every later line.
-
-        This is how a resumed run drops the shifts written after its checkpoint was taken.
-        ``n_rows`` larger than the file's row count raises ``ValueError``: those shifts were
-        lost, and continuing would leave a gap in the ledger.
-        """
-        n_rows = check_int("n_rows", n_rows, ge=0)
-        if n_rows > self._rows:
-            raise ValueError(
-                f"n_rows must be <= the {self._rows} complete rows of ledger "
-                f"{str(self._path)!r}, got {n_rows}"
-            )
-        self._handle.close()
-        content = self._path.read_bytes()
-        end = 0
-        for _ in range(n_rows + 1):  # the header line, then n_rows data lines
-            end = content.index(b"\n", end) + 1
-        os.truncate(self._path, end)
-        self._rows = n_rows
-        self._handle = self._path.open("a", newline="", encoding="utf-8")
-        self._csv = csv.writer(self._handle, lineterminator="\n")
-
-    def close(self) -> None:
-        """Close the file; idempotent."""
-        self._handle.close()
-
-    def __enter__(self) -> LedgerWriter:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -20,8 +20,9 @@ class ShiftCounts(NamedTuple):
     damage_cost: float
     energy_cost: float
     human_mp: float
-    # Task-model expectations of the actions taken (NaN when the env does not report them):
-    # the mean expected profit rate over the shift's steps, and expected attempts and errors.
+    # Task-model expectations of the actions taken (every economic env reports them, see
+    # v2p.envs.accounting; NaN where a caller has none): the mean expected profit rate over
+    # the shift's steps, and expected attempts and errors.
     expected_profit: float
     expected_attempts: float
     expected_errors: float

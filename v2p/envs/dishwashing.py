@@ -2,7 +2,8 @@
 
 Action ``Box(0, 1, (2,))`` = ``(speed, care)``; reward = the step's profit rate [$/hr]; a shift
 is ``steps`` steps and ends by truncation. ``info`` carries the step's kind, counts, ``p_err``,
-``err_rate`` and the economics needed to account for the shift (ECONOMICS.md section 1).
+``err_rate`` and the economics needed to account for the shift (ECONOMICS.md section 1), as
+declared by :class:`~v2p.envs.accounting.StepAccounting`.
 Constructor keyword arguments are the fields of :class:`DishwashingParams`.
 """
 
@@ -16,6 +17,7 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from v2p.envs.accounting import step_accounting
 from v2p.envs.dynamics import ShiftSimulator, StepOutcome
 from v2p.envs.observations import ClipObservation, StateObservation
 from v2p.envs.params import DishwashingParams
@@ -26,34 +28,9 @@ ACTION_SPACE = spaces.Box(0.0, 1.0, (2,), dtype=np.float32)
 
 
 def step_info(params: DishwashingParams, outcome: StepOutcome) -> dict[str, np.ndarray]:
-    """Per-site info arrays (N,) of one step: counts, error model and shift economics.
-
-    The economic constants are per site, so that sites with different task parameters can be
-    accounted for side by side.
-    """
-    n = outcome.kind.shape[0]
-    constants = {
-        "step_hours": params.step_hours,
-        "price_per_unit": params.price_per_unit,
-        "damage_cost": params.damage_cost,
-        "energy_cost": params.energy_cost,
-        "human_mp": params.human_mp,
-    }
-    info: dict[str, np.ndarray] = {
-        "kind": outcome.kind,
-        "attempts": outcome.attempts,
-        "errors": outcome.errors,
-        "completed": outcome.completed,
-        "p_err": outcome.p_err,
-        "err_rate": outcome.err_rate,
-        # Expectations of the same kind and action under the task model, so evaluation can
-        # report the policy's expected profit without Poisson noise hiding a gap.
-        "expected_profit": outcome.expected.profit,
-        "expected_attempts": outcome.expected.attempts * params.step_hours,
-        "expected_errors": outcome.expected.errors * params.step_hours,
-    }
-    info.update({key: np.full(n, value) for key, value in constants.items()})
-    return info
+    """Per-site info arrays (N,) of one step: the rack's kind and the step's accounting
+    (:class:`~v2p.envs.accounting.StepAccounting`, whose fields are the keys)."""
+    return {"kind": outcome.kind, **step_accounting(params, outcome)._asdict()}
 
 
 def make_observation_model(

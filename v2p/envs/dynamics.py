@@ -132,9 +132,27 @@ class ShiftSimulator:
         speed, care = actions[:, 0], actions[:, 1]
         kind = self.kind
         expected = expected_outcome(p, kind, speed, care)
-        p_err = expected.p_err
         attempts = rng.poisson(expected.attempts * p.step_hours)
-        errors = rng.binomial(attempts, p_err)
+        errors = rng.binomial(attempts, expected.p_err)
+        return self.record(kind, attempts, errors, expected, rng)
+
+    def record(
+        self,
+        kind: np.ndarray,
+        attempts: np.ndarray,
+        errors: np.ndarray,
+        expected: ExpectedOutcome,
+        rng: np.random.Generator,
+    ) -> StepOutcome:
+        """Account one step whose counts were drawn elsewhere, and move to the next racks.
+
+        The one place a step's counts become its outcome (section 1): ``completed``, ``err``,
+        the profit-rate reward, the shift's running counts and the next kinds (one uniform per
+        site from ``rng``). :meth:`step` draws the counts from section 2's model; the physics
+        env gets them from PyBullet. Arrays are (N,); ``expected`` is the task model's
+        expectation for the same kinds and actions, and supplies ``p_err``.
+        """
+        p = self.params
         completed = attempts - errors
         err_rate = errors / np.maximum(1, attempts)
         mp = completed / p.step_hours
@@ -146,7 +164,9 @@ class ShiftSimulator:
         self.attempts += attempts
         self.errors += errors
         self.kind = self.draw_kinds(rng, self.num_envs)
-        return StepOutcome(kind, attempts, errors, completed, p_err, err_rate, profit, expected)
+        return StepOutcome(
+            kind, attempts, errors, completed, expected.p_err, err_rate, profit, expected
+        )
 
     @property
     def truncated(self) -> np.ndarray:

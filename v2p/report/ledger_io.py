@@ -19,13 +19,13 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from v2p.economics.ledger import LEDGER_COLUMNS
+from v2p.economics.ledger_row import LEDGER_COLUMNS, LEDGER_SCHEMA
 
-INT_COLUMNS: frozenset[str] = frozenset(
-    {"episode", "global_step", "completed", "attempts", "errors"}
-)
-TEXT_COLUMNS: frozenset[str] = frozenset({"source"})
-OPTIONAL_COLUMNS: frozenset[str] = frozenset({"delta_mpl_cust", "novelty", "data_price"})
+# Column kinds, read off LedgerRow's fields: int fields are int64 arrays, str fields str arrays,
+# float fields float64.
+INT_COLUMNS: frozenset[str] = frozenset(c.name for c in LEDGER_SCHEMA if c.type is int)
+TEXT_COLUMNS: frozenset[str] = frozenset(c.name for c in LEDGER_SCHEMA if c.type is str)
+OPTIONAL_COLUMNS: frozenset[str] = frozenset(c.name for c in LEDGER_SCHEMA if c.optional)
 """Columns a :class:`~v2p.economics.ledger.LedgerRow` may leave empty ("not measured yet")."""
 
 
@@ -46,7 +46,7 @@ class Ledger:
     """A ledger's rows as one read-only numpy array per column of ``LEDGER_COLUMNS``.
 
     Integer columns are int64, ``source`` is a str array, every other column float64; empty
-    cells of the optional columns (``delta_mpl_cust``, ``novelty``, ``data_price``) are NaN.
+    cells of the optional columns (:data:`OPTIONAL_COLUMNS`) are NaN.
     ``label`` names the run in reports; ``partial_line`` is the 1-based number of a skipped
     incomplete last line, or None.
     """

@@ -30,7 +30,6 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from v2p.economics.labor import implied_wage, profit_rate
 from v2p.envs.dishwashing import ACTION_SPACE, DishwashingSitesVectorEnv, step_info
 from v2p.envs.dynamics import (
     ExpectedOutcome,
@@ -111,8 +110,9 @@ class DishwashingPhysicsEnv(gym.Env[np.ndarray, np.ndarray]):
         self.render_mode = render_mode
         self.render_size = render_size
         self.frame_shape = (height, width)
-        # Bookkeeping only (kind draws, counters, the task_state layout); outcomes come from
-        # the physics, never from its Poisson/Binomial step.
+        # Bookkeeping and accounting (ShiftSimulator.record: counters, kind draws, the step's
+        # section-1 outcome, the task_state layout); the counts come from the physics, never
+        # from the simulator's Poisson/Binomial step.
         self.sim = ShiftSimulator(self.params, num_envs=1)
         self.scene = Scene()
         self.history = FrameHistory(1, frames, height, width)
@@ -179,27 +179,12 @@ class DishwashingPhysicsEnv(gym.Env[np.ndarray, np.ndarray]):
             result = self.scene.attempt(int(kind[0]), speed, care, self.episode, self.np_random)
             errors += result.error
             self.breakdown += (result.broken, result.slipped, result.misaligned)
-        completed = attempts - errors
-        err_rate = errors / max(1, attempts)
-        wage = implied_wage(completed / p.step_hours, err_rate, p.price_per_unit, p.damage_cost)
         expected = physics_expected_outcome(p, self.table, kind, speed, care)
-        sim.t += 1
-        sim.attempts += attempts
-        sim.errors += errors
-        sim.completed += completed
-        sim.kind = sim.draw_kinds(self.np_random, 1)
-        self.history.push(self._frame()[None])
-        as_array = np.array
-        return StepOutcome(
-            kind=kind,
-            attempts=as_array([attempts]),
-            errors=as_array([errors]),
-            completed=as_array([completed]),
-            p_err=expected.p_err,
-            err_rate=as_array([err_rate]),
-            profit=as_array([profit_rate(wage, p.energy_cost)], dtype=np.float64),
-            expected=expected,
+        outcome = sim.record(
+            kind, np.array([attempts]), np.array([errors]), expected, self.np_random
         )
+        self.history.push(self._frame()[None])
+        return outcome
 
     def _frame(self, height: int | None = None, width: int | None = None) -> np.ndarray:
         """The camera's view of the next rack, (3, H, W) uint8."""
