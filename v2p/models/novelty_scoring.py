@@ -9,13 +9,13 @@ EconomicsCallback's price quote and, with novelty-prioritised replay, back to th
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator, Sequence
 
 import lightning as L
 import torch
 from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 
+from v2p.checkpoint_file import read_checkpoint
 from v2p.models.novelty import LatentDiffusionNovelty
 from v2p.validation import check_int
 
@@ -163,14 +163,9 @@ def load_novelty_checkpoint(path: str) -> LatentDiffusionNovelty:
     SAC has its own encoder, so the novelty model's copy (and the file it was read from) is
     not needed: the model is rebuilt from its hyper-parameters with ``latent_dim`` only.
     """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"novelty checkpoint {path!r} does not exist")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-        hparams = dict(checkpoint["hyper_parameters"])
-        state = checkpoint["state_dict"]
-    except Exception as e:  # a truncated or foreign file fails in many ways
-        raise ValueError(f"novelty checkpoint {path!r} is not a readable checkpoint: {e}") from e
+    checkpoint = read_checkpoint(path, "novelty checkpoint")
+    hparams = dict(checkpoint.get("hyper_parameters") or {})
+    state = checkpoint["state_dict"]
     if "score_timesteps" not in hparams or not any(k.startswith("denoiser.") for k in state):
         raise ValueError(f"{path!r} is not a LatentDiffusionNovelty checkpoint")
     latent_dim = int(state["z_mean"].shape[0])

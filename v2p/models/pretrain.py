@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
@@ -35,6 +35,7 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
+from v2p.checkpoint_file import read_checkpoint
 from v2p.encoders import encoder_from_hparams
 from v2p.models.probe import linear_probe_r2
 from v2p.validation import check_scalar
@@ -239,7 +240,7 @@ class EncoderPretrainModule(L.LightningModule):
 # ---------------------------------------------------------------- loading
 
 
-def load_pretrained_encoder(path: str | os.PathLike, map_location: Any = "cpu") -> nn.Module:
+def load_pretrained_encoder(path: str | os.PathLike) -> nn.Module:
     """The encoder of a pretraining (or SAC) Lightning checkpoint, with its trained weights.
 
     The encoder is rebuilt from the checkpoint's hyper-parameters (``encoder_arch``,
@@ -248,14 +249,7 @@ def load_pretrained_encoder(path: str | os.PathLike, map_location: Any = "cpu") 
     checkpoint or holds no encoder.
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"encoder checkpoint {path!r} does not exist")
-    try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as e:  # a truncated or foreign file fails in many ways inside torch.load
-        raise ValueError(f"encoder checkpoint {path!r} is not a readable checkpoint: {e}") from e
-    if not isinstance(checkpoint, Mapping) or "state_dict" not in checkpoint:
-        raise ValueError(f"encoder checkpoint {path!r} is not a Lightning checkpoint")
+    checkpoint = read_checkpoint(path, "encoder checkpoint")
     hparams = checkpoint.get("hyper_parameters") or {}
     missing = [name for name in ENCODER_HPARAMS if name not in hparams]
     if missing:
