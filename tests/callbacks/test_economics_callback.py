@@ -120,7 +120,7 @@ def trainer(tmp_path: Path, callbacks: list, **kwargs) -> L.Trainer:
     defaults = {"max_epochs": 3, "enable_checkpointing": False, "num_sanity_val_steps": 0}
     return L.Trainer(
         accelerator="cpu",
-        logger=CSVLogger(tmp_path / "logs"),
+        logger=kwargs.pop("logger", CSVLogger(tmp_path / "logs")),
         enable_progress_bar=False,
         enable_model_summary=False,
         log_every_n_steps=1,
@@ -178,7 +178,7 @@ def test_ledger_rows_and_econ_metrics(tmp_path):
     assert [float(m["val/prod_parity"]) for m in val] == [1.0, 1.0]
 
 
-def test_resume_truncates_to_the_checkpoint_and_continues_without_duplicates(tmp_path):
+def test_resume_continues_a_copy_of_the_checkpoint_rows_in_its_own_folder(tmp_path):
     ckpt_dir = tmp_path / "ckpt"
     first = trainer(
         tmp_path,
@@ -197,14 +197,51 @@ def test_resume_truncates_to_the_checkpoint_and_continues_without_duplicates(tmp
     assert state["ranks"][0]["ledger_rows"] == SHIFTS_PER_EPOCH
     with open(path, "a") as handle:
         handle.write("12,13,platform,1.0,8")
+    crashed = path.read_bytes()
     resumed = trainer(tmp_path, [callback()])
     resumed.fit(FakeSAC(), datamodule=ShiftData(), ckpt_path=mid)
 
     assert resumed.log_dir != first.log_dir
-    assert not (Path(resumed.log_dir) / "economics.csv").exists()
-    rows = ledger(path)
-    assert [int(r["episode"]) for r in rows] == list(range(3 * SHIFTS_PER_EPOCH))
-    assert path.read_text() == uninterrupted  # same rows, same numbers, same w_h and EMA
+    assert path.read_bytes() == crashed  # the original run's ledger is left as it was
+    own = Path(resumed.log_dir) / "economics.csv"
+    assert [int(r["episode"]) for r in ledger(own)] == list(range(3 * SHIFTS_PER_EPOCH))
+    assert own.read_text() == uninterrupted  # same rows, same numbers, same w_h and EMA
+
+
+def test_resume_into_the_run_folder_itself_cuts_its_own_ledger_back(tmp_path):
+    ckpt_dir = tmp_path / "ckpt"
+    kwargs = dict(enable_checkpointing=True, logger=CSVLogger(tmp_path, name="", version=0))
+    checkpoints = ModelCheckpoint(dirpath=ckpt_dir, every_n_epochs=1, save_top_k=-1)
+    trainer(tmp_path, [callback(), checkpoints], **kwargs).fit(FakeSAC(), datamodule=ShiftData())
+    path = tmp_path / "version_0" / "economics.csv"
+    uninterrupted = path.read_text()
+    mid = ckpt_dir / f"epoch=0-step={BATCHES_PER_EPOCH}.ckpt"
+    kwargs["logger"] = CSVLogger(tmp_path, name="", version=0)
+    trainer(tmp_path, [callback()], **kwargs).fit(FakeSAC(), datamodule=ShiftData(), ckpt_path=mid)
+    assert path.read_text() == uninterrupted
+
+
+def test_resume_finds_the_ledger_of_a_moved_run_and_refuses_another_runs(tmp_path):
+    first = trainer(tmp_path / "a", [callback()], enable_checkpointing=True)
+    first.fit(FakeSAC(), datamodule=ShiftData())
+    run = Path(first.log_dir)
+    moved = tmp_path / "moved"
+    run.rename(moved)  # the recorded ledger path is gone; the checkpoint sits in moved/
+    last = next((moved / "checkpoints").glob("*.ckpt"))
+    resumed = trainer(tmp_path / "b", [callback()], max_epochs=4)  # one epoch more
+    resumed.fit(FakeSAC(), datamodule=ShiftData(), ckpt_path=last)
+    own = (Path(resumed.log_dir) / "economics.csv").read_text()
+    assert own.startswith((moved / "economics.csv").read_text())
+    assert len(ledger(Path(resumed.log_dir) / "economics.csv")) == 4 * SHIFTS_PER_EPOCH
+
+    # A ledger whose rows are not the checkpoint's is never taken for its own.
+    (moved / "economics.csv").write_text(
+        (moved / "economics.csv").read_text().replace(",1.0,", ",2.0,", 1)
+    )
+    with pytest.raises(FileNotFoundError, match="no ledger holding them was found"):
+        trainer(tmp_path / "c", [callback()], max_epochs=4).fit(
+            FakeSAC(), datamodule=ShiftData(), ckpt_path=last
+        )
 
 
 def test_fresh_run_reports_converged_and_early_stopping_stops(tmp_path):
@@ -301,6 +338,7 @@ def test_state_is_gathered_from_every_rank_and_each_rank_restores_its_own(tmp_pa
         "shifts": 7,
         "ledger_rows": 7,
         "ledger_path": str(tmp_path / "economics.rank1.csv"),
+        "ledger_digest": None,
         "window": [[0.9, 1.1]],
         "pricer": DataPricer(1).state_dict(),
     }

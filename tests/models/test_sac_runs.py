@@ -276,10 +276,11 @@ def test_sigkill_and_resume_from_last_ckpt_loses_and_duplicates_no_ledger_row(tm
     )
     finish(uninterrupted_run, tmp_path / "reference.txt")
 
-    # The resumed run logs into a new version folder but continues the original ledger.
+    # The resumed run logs into a new version folder, with its own copy of the checkpointed
+    # rows of the ledger; the killed run's ledger stays as the kill left it.
     assert (killed / "version_1").is_dir()
-    assert not (killed / "version_1" / "economics.csv").exists()
-    final = ledger_rows(ledger)
+    assert ledger_rows(ledger) == written
+    final = ledger_rows(killed / "version_1" / "economics.csv")
     assert column(final, "episode") == [str(i) for i in range(len(final))]
     end = torch.load(last, weights_only=True)
     assert end["global_step"] == max_steps
@@ -333,16 +334,17 @@ def test_exact_resume_reproduces_the_ledger_row_for_row(tmp_path, one_thread):
     rows_at_30 = economics_state(torch.load(tmp_path / "ckpt" / "epoch=1-step=30.ckpt"))
     assert len(ledger_rows(ledger)) > rows_at_30["ranks"][0]["ledger_rows"] > 0
 
-    # A different seed (the checkpoint restores every RNG) and a new log directory (the
-    # ledger continues the file the checkpoint names).
+    # A different seed (the checkpoint restores every RNG) and a new log directory, where
+    # the resumed run continues its own copy of the checkpointed rows; b's ledger stays.
+    b_rows = ledger.read_bytes()
     economics_c, model_c, dm_c, trainer_c = run(tmp_path / "c", 60, seed=123)
     trainer_c.fit(model_c, dm_c, ckpt_path=str(tmp_path / "ckpt" / "epoch=1-step=30.ckpt"))
-    assert economics_c.ledger_path == ledger
-    assert not (tmp_path / "c" / "version_0" / "economics.csv").exists()
+    assert economics_c.ledger_path == (tmp_path / "c" / "version_0" / "economics.csv").resolve()
+    assert ledger.read_bytes() == b_rows
 
     expected = ledger_rows(economics_a.ledger_path)
     assert len(expected) == model_a.constraint.shifts_seen == model_c.constraint.shifts_seen
-    assert ledger_rows(ledger) == expected
+    assert ledger_rows(economics_c.ledger_path) == expected
     assert_same_weights({"state_dict": model_a.state_dict()}, {"state_dict": model_c.state_dict()})
 
 

@@ -26,6 +26,7 @@ from v2p.callbacks.pricing import ATTRIBUTIONS, BatchValue, DataPricer, Window
 from v2p.contracts import PLATFORM, EpisodeBatch, ShiftCounts, require, source_names_of
 from v2p.economics import ConstantWage, CSVWage, LinearDriftWage, WageIndexer
 from v2p.economics.ledger import LedgerRow, LedgerWriter, ShiftAccountant
+from v2p.economics.ledger_file import ledger_prefix, prefix_digest, write_ledger_copy
 from v2p.validation import check_int, check_scalar
 
 # Columns not logged: text, and the step the logger already records every value against.
@@ -98,12 +99,14 @@ class EconomicsCallback(Callback):
     ``current > stopping_threshold``, so a threshold of 1.0 never fires, and its default
     patience of 3 would stop a run that stays unconverged (0.0 is "no improvement").
 
-    Resume: the checkpointed state holds each rank's accountant, shift count, ledger path and
-    rows written. A resumed run reopens the stored path (even if the logger started a new
-    version folder) and cuts it back to the stored row count, so the shifts written after the
-    checkpoint are accounted again exactly once. Under DDP, :meth:`state_dict` gathers every
-    rank's state through ``trainer.strategy.broadcast``, so like ``Trainer.save_checkpoint`` it
-    must run on all ranks.
+    Resume: the checkpointed state holds each rank's accountant, shift count, ledger path, rows
+    written and a digest of those rows. A resumed run writes its own ledger in its own log
+    folder: a copy of the checkpoint's rows (found beside the checkpoint's run folder or at the
+    recorded path, and recognised by the digest), continued from there, so the shifts written
+    after the checkpoint are accounted again exactly once and no other run's file changes.
+    Resumed into the folder it was written in, a run cuts its own ledger back instead. Under
+    DDP, :meth:`state_dict` gathers every rank's state through ``trainer.strategy.broadcast``,
+    so like ``Trainer.save_checkpoint`` it must run on all ranks.
     """
 
     def __init__(
@@ -160,6 +163,7 @@ class EconomicsCallback(Callback):
         self._shifts = 0  # shifts accounted so far = the next row's episode index
         self._ledger_path: str | None = None  # absolute; None until a fit opens a ledger
         self._ledger_rows = 0  # rows this callback has in its ledger
+        self._ledger_digest: str | None = None  # of those rows, restored from a checkpoint
         self._window: list[tuple[float, float]] = []  # last (prod, wage) parity evaluations
         self.platform_sources = frozenset(platform_sources)
         self._pricer_args = dict(
@@ -217,12 +221,11 @@ class EconomicsCallback(Callback):
         # The ledger is opened here rather than in on_fit_start: strategies with
         # restore_checkpoint_after_setup (FSDP, DeepSpeed) restore callback state after
         # on_fit_start, but every strategy has restored it by on_train_start.
-        resuming = self._ledger_path is not None
-        path = Path(self._ledger_path) if resuming else self._new_ledger_path(trainer)
+        path = self._new_ledger_path(trainer)
+        if self._ledger_path is not None:  # resuming: continue a copy of the checkpoint's rows
+            self._continue_ledger(path, trainer.ckpt_path)
         writer = LedgerWriter(path)
-        if resuming:
-            writer.truncate(self._ledger_rows)
-        elif writer.rows:
+        if writer.rows != self._ledger_rows:
             writer.close()
             raise ValueError(
                 f"ledger {str(path)!r} already holds {writer.rows} shifts from another run; "
@@ -230,7 +233,43 @@ class EconomicsCallback(Callback):
             )
         self._writer = writer
         self._ledger_path = str(path.resolve())
-        self._ledger_rows = writer.rows
+
+    def _continue_ledger(self, path: Path, ckpt_path: str | None) -> None:
+        """Make ``path`` hold exactly the rows the checkpoint accounted for.
+
+        The rows are found in the ledger beside the checkpoint's run folder (so a moved or
+        copied run resumes), at the path the checkpoint recorded, or at ``path`` itself, and
+        recognised by the checkpoint's digest of them. A run resumed into its own folder cuts
+        its ledger back to those rows; a run resumed elsewhere (the CLI starts a new version
+        folder) copies them and never modifies another run's files.
+        """
+        n_rows, digest = self._ledger_rows, self._ledger_digest
+        recorded = Path(self._ledger_path)
+        candidates = [path]
+        if ckpt_path:  # <run>/checkpoints/<name>.ckpt, the run's ledger in <run>
+            candidates.append(Path(ckpt_path).resolve().parent.parent / recorded.name)
+        candidates.append(recorded)
+        for candidate in candidates:
+            prefix = ledger_prefix(candidate, n_rows)
+            if prefix is None or (digest is not None and prefix_digest(prefix) != digest):
+                continue
+            if candidate.resolve() == path.resolve():
+                with LedgerWriter(path) as own:
+                    own.truncate(n_rows)
+            elif ledger_prefix(path, 1) is not None:  # a row of its own
+                raise ValueError(
+                    f"ledger {str(path)!r} already holds shifts from another run; resume into "
+                    "a new log directory (the CLI makes one), or move that file away"
+                )
+            else:
+                write_ledger_copy(path, prefix)
+            return
+        where = ", ".join(dict.fromkeys(str(c) for c in candidates))
+        raise FileNotFoundError(
+            f"the checkpoint accounted {n_rows} shifts in ledger {recorded.name!r}, but no ledger "
+            f"holding them was found (looked at {where}); put the run's {recorded.name} back "
+            "beside its checkpoints folder"
+        )
 
     def _new_ledger_path(self, trainer: pl.Trainer) -> Path:
         log_dir = trainer.log_dir or trainer.default_root_dir
@@ -395,9 +434,16 @@ class EconomicsCallback(Callback):
             "shifts": self._shifts,
             "ledger_rows": self._ledger_rows,
             "ledger_path": self._ledger_path,
+            "ledger_digest": self._digest_of_written_rows(),
             "window": [[prod, wage] for prod, wage in self._window],
             "pricer": None if self._pricer is None else self._pricer.state_dict(),
         }
+
+    def _digest_of_written_rows(self) -> str | None:
+        if self._ledger_path is None:
+            return None
+        prefix = ledger_prefix(self._ledger_path, self._ledger_rows)
+        return None if prefix is None else prefix_digest(prefix)
 
     def state_dict(self) -> dict[str, Any]:
         """Every rank's accounting state, as plain python values (``weights_only`` loadable).
@@ -431,6 +477,7 @@ class EconomicsCallback(Callback):
         self._shifts = check_int("state['shifts']", state["shifts"], ge=0)
         self._ledger_rows = check_int("state['ledger_rows']", state["ledger_rows"], ge=0)
         self._ledger_path = state["ledger_path"]
+        self._ledger_digest = state.get("ledger_digest")  # None: written before digests
         self._window = [(float(prod), float(wage)) for prod, wage in state["window"]]
         if state.get("pricer") is not None:
             if self._pricer is None:

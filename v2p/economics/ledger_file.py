@@ -10,6 +10,7 @@ one. Any other header stops the writer with a message that says what differs.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import os
 from pathlib import Path
@@ -117,6 +118,40 @@ class LedgerWriter:
         traceback: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def ledger_prefix(path: str | os.PathLike[str], n_rows: int) -> bytes | None:
+    """The header and first ``n_rows`` complete rows of the ledger at ``path``, as written
+    (None: the file is missing or holds fewer complete rows)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    content = path.read_bytes()
+    end = 0
+    for _ in range(n_rows + 1):  # the header line, then n_rows data lines
+        end = content.find(b"\n", end) + 1
+        if end == 0:
+            return None
+    return content[:end]
+
+
+def prefix_digest(prefix: bytes) -> str:
+    """A fingerprint of a ledger's first rows: a checkpoint records it so that a resumed run
+    can tell its own ledger from another run's, wherever the file was moved."""
+    return hashlib.sha256(prefix).hexdigest()
+
+
+def write_ledger_copy(path: str | os.PathLike[str], prefix: bytes) -> None:
+    """Start the ledger at ``path`` with the rows of another (a resumed run's own copy),
+    through a temporary file, so a kill leaves no half-copied ledger."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as f:
+        f.write(prefix)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def header_problem(found: list[str]) -> str | None:
