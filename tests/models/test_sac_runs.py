@@ -221,40 +221,52 @@ def test_ddp_ranks_share_the_lagrangian_constraint(ddp_run):
 # ---------------------------------------------------------------------------- SIGKILL
 
 
+def checkpoint_step(path: Path) -> int | None:
+    """The global step of the checkpoint at ``path``, None while it is not readable."""
+    try:
+        return torch.load(path, weights_only=True)["global_step"]
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError):
+        return None
+
+
 @pytest.mark.slow
 def test_sigkill_and_resume_from_last_ckpt_loses_and_duplicates_no_ledger_row(tmp_path):
-    every, max_steps = 50, 200  # updates between checkpoints (10 shifts), and in all
+    """The shipped config's own checkpoint callbacks (only the sizes shrunk): ``last.ckpt`` is
+    written after every epoch while fit runs, and a run killed with SIGKILL resumes from it to
+    retrace the uninterrupted run."""
+    every, max_steps = 50, 200  # updates per epoch (10 shifts), and in all
+    rows_per_epoch = 10  # 2 envs, 10-step shifts, one update per collection step
     killed, reference = tmp_path / "killed", tmp_path / "reference"
     overrides = [
         SHORT_SHIFTS,
         "--data.init_args.updates_per_step=1",
-        "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
-        f"--trainer.callbacks.every_n_train_steps={every}",
-        "--trainer.callbacks.save_last=true",
+        f"--data.init_args.updates_per_epoch={every}",
     ]
 
-    def command(root, steps, *more):
-        return cli_command(
-            root, steps, *overrides, f"--trainer.callbacks.dirpath={root}/ckpt", *more
-        )
-
-    last = killed / "ckpt" / "last.ckpt"
+    last = killed / "version_0" / "checkpoints" / "last.ckpt"
     ledger = killed / "version_0" / "economics.csv"
     # An uninterrupted run with the same seed and settings, beside a run far longer than the
-    # test that is killed once it has written shifts after a checkpoint.
-    uninterrupted_run = start_cli(command(reference, max_steps), tmp_path / "reference.txt")
-    process = start_cli(command(killed, 10**6), tmp_path / "killed.txt")
+    # test that is killed once it has written shifts after its second epoch's checkpoint.
+    uninterrupted_run = start_cli(
+        cli_command(reference, max_steps, *overrides), tmp_path / "reference.txt"
+    )
+    process = start_cli(cli_command(killed, 10**6, *overrides), tmp_path / "killed.txt")
     deadline = time.monotonic() + 150
-    seen, saved = None, None
+    seen, saved, step = None, None, None
     try:
         while True:
             assert process.poll() is None, (tmp_path / "killed.txt").read_text()[-4000:]
             assert time.monotonic() < deadline, "no checkpoint with shifts after it in 150 s"
             stamp = last.stat().st_mtime_ns if last.exists() else None
             if stamp != seen:  # a new checkpoint: read its ledger position
-                seen, saved = stamp, checkpointed_ledger_rows(last)
-            # Two rows past the checkpoint is 10 updates past it and 40 before the next one.
-            if saved is not None and len(ledger_rows(ledger)) >= saved + 2:
+                seen, saved, step = stamp, checkpointed_ledger_rows(last), checkpoint_step(last)
+            written = len(ledger_rows(ledger)) if ledger.exists() else 0
+            # last.ckpt must follow the run, not wait for the end of fit.
+            assert written < 3 * rows_per_epoch or step is not None, (
+                f"{written} shifts written and no last.ckpt at {last}"
+            )
+            # Two rows past the second epoch's checkpoint: 10 updates past it, 40 before the next.
+            if step is not None and step >= 2 * every and written >= saved + 2:
                 os.kill(process.pid, signal.SIGKILL)
                 break
             time.sleep(0.02)
@@ -268,12 +280,15 @@ def test_sigkill_and_resume_from_last_ckpt_loses_and_duplicates_no_ledger_row(tm
     saved = economics_state(checkpoint)["ranks"][0]["ledger_rows"]
     written = ledger_rows(ledger)
     assert len(written) > saved > 0, "the kill must come after shifts the checkpoint lacks"
-    assert checkpoint["global_step"] < max_steps
+    # Recent: from the epoch the run was in when it was killed, not from its start.
+    assert 2 * every <= checkpoint["global_step"] < max_steps
+    assert len(written) - saved < rows_per_epoch
 
-    finish(
-        start_cli(command(killed, max_steps, f"--ckpt_path={last}"), tmp_path / "resumed.txt"),
+    resumed = start_cli(
+        cli_command(killed, max_steps, *overrides, f"--ckpt_path={last}"),
         tmp_path / "resumed.txt",
     )
+    finish(resumed, tmp_path / "resumed.txt")
     finish(uninterrupted_run, tmp_path / "reference.txt")
 
     # The resumed run logs into a new version folder but continues the original ledger.
@@ -281,7 +296,7 @@ def test_sigkill_and_resume_from_last_ckpt_loses_and_duplicates_no_ledger_row(tm
     assert not (killed / "version_1" / "economics.csv").exists()
     final = ledger_rows(ledger)
     assert column(final, "episode") == [str(i) for i in range(len(final))]
-    end = torch.load(last, weights_only=True)
+    end = torch.load(killed / "version_1" / "checkpoints" / "last.ckpt", weights_only=True)
     assert end["global_step"] == max_steps
     assert len(final) == end["v2p_sac"]["shifts_seen"]
     assert len(final) == economics_state(end)["ranks"][0]["shifts"]
@@ -293,7 +308,8 @@ def test_sigkill_and_resume_from_last_ckpt_loses_and_duplicates_no_ledger_row(tm
     # the ledger alone would hide a small drift, since a shift's counts barely move with the
     # weights, so the final weights are compared too.
     assert final == uninterrupted
-    assert_same_weights(torch.load(reference / "ckpt" / "last.ckpt", weights_only=True), end)
+    reference_end = reference / "version_0" / "checkpoints" / "last.ckpt"
+    assert_same_weights(torch.load(reference_end, weights_only=True), end)
 
 
 # ---------------------------------------------------------------------------- exact resume
