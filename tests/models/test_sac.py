@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 
 import lightning as L
@@ -14,6 +15,11 @@ from tests.models.conftest import make_run
 from v2p.contracts import RolloutBatch
 from v2p.data.rollout import RolloutDataModule
 from v2p.models.sac import SACModule
+
+
+def side_files(checkpoint) -> list[str]:
+    """The replay side files beside a checkpoint (``<ckpt>.replay-<token>.npz``)."""
+    return sorted(glob.glob(glob.escape(str(checkpoint)) + ".replay-*.npz"))
 
 
 def weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -129,7 +135,7 @@ def test_exact_resume_matches_an_uninterrupted_run(tmp_path):
     model_b, dm_b, trainer_b = make_run(root_b, max_steps=30, callbacks=[checkpoint])
     trainer_b.fit(model_b, dm_b)
     ckpt = root_b / "ckpt" / "epoch=1-step=30.ckpt"
-    assert ckpt.exists() and os.path.exists(str(ckpt) + ".replay.npz")
+    assert ckpt.exists() and len(side_files(ckpt)) == 1
 
     model_c, dm_c, trainer_c = make_run(root_b, max_steps=60, seed=123)  # a different seed
     trainer_c.fit(model_c, dm_c, ckpt_path=str(ckpt))
@@ -182,7 +188,8 @@ def test_checkpoint_without_its_replay_file_fails_clearly(tmp_path):
     model, dm, trainer = make_run(tmp_path, max_steps=5, callbacks=[checkpoint])
     trainer.fit(model, dm)
     ckpt = next((tmp_path / "ckpt").glob("*.ckpt"))
-    os.remove(str(ckpt) + ".replay.npz")
+    (side,) = side_files(ckpt)
+    os.remove(side)
     model, dm, trainer = make_run(tmp_path, max_steps=10)
     with pytest.raises(FileNotFoundError, match="replay"):
         trainer.fit(model, dm, ckpt_path=str(ckpt))
@@ -257,7 +264,8 @@ def test_replay_file_from_another_save_is_refused(tmp_path):
     model, dm, trainer = make_run(tmp_path, max_steps=10, callbacks=[checkpoint])
     trainer.fit(model, dm)
     first, second = sorted((tmp_path / "ckpt").glob("*.ckpt"))
-    shutil.copy(f"{second}.replay.npz", f"{first}.replay.npz")
+    (side,) = side_files(first)
+    shutil.copy(*side_files(second), side)
     model, dm, trainer = make_run(tmp_path, max_steps=15)
     with pytest.raises(ValueError, match="was not written with checkpoint"):
         trainer.fit(model, dm, ckpt_path=str(first))

@@ -18,12 +18,14 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from tests.models.conftest import make_run
 from v2p.callbacks import EconomicsCallback
+from v2p.data.checkpoint_io import ReplayCheckpointIO, read_replay
 from v2p.economics.ledger import LEDGER_COLUMNS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -218,43 +220,125 @@ def test_ddp_ranks_share_the_lagrangian_constraint(ddp_run):
         )
 
 
+def rank_states(path: Path) -> list[dict]:
+    """Every rank's data-module entry of the checkpoint at ``path``, its replay read back."""
+    checkpoint = ReplayCheckpointIO().load_checkpoint(path)
+    state = checkpoint["RolloutDataModule"]
+    ranks = state["ranks"]
+    assert state["world_size"] == len(ranks) == 2
+    for entry in ranks:
+        entry["replay"] = read_replay(entry["replay"])
+    return ranks
+
+
+def assert_same_state(a, b, where: str) -> None:
+    """Nested dicts / lists of tensors, arrays and plain values are equal."""
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            assert_same_state(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_same_state(x, y, f"{where}[{i}]")
+    elif isinstance(a, (torch.Tensor, np.ndarray)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=where)
+    else:
+        assert a == b, where
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="each rank's envs, replay, data-module RNG and counters are restored, but rank 1's "
+    "global torch RNG (its policy noise) after resume still differs from the uninterrupted run",
+)
+def test_ddp_resume_retraces_the_uninterrupted_run_on_every_rank(tmp_path):
+    """Two ranks stop after one epoch and resume from last.ckpt: each rank's ledger and
+    data-module state (envs, RNG, counters, replay) end as in one uninterrupted run."""
+    every = 20
+    overrides = [
+        "--trainer.devices=2",
+        "--trainer.strategy=ddp",
+        SHORT_SHIFTS,
+        "--data.init_args.updates_per_step=1",
+        f"--data.init_args.updates_per_epoch={every}",
+    ]
+    stopped, reference = tmp_path / "stopped", tmp_path / "reference"
+    uninterrupted_run = start_cli(
+        cli_command(reference, 2 * every, *overrides), tmp_path / "reference.txt"
+    )
+    run_cli(cli_command(stopped, every, *overrides), tmp_path / "stopped.txt")
+    last = stopped / "version_0" / "checkpoints" / "last.ckpt"
+    ledgers = ["economics.csv", "economics.rank1.csv"]
+    written = [ledger_rows(stopped / "version_0" / name) for name in ledgers]
+    run_cli(
+        cli_command(stopped, 2 * every, *overrides, f"--ckpt_path={last}"),
+        tmp_path / "resumed.txt",
+    )
+    finish(uninterrupted_run, tmp_path / "reference.txt")
+
+    for name, before in zip(ledgers, written, strict=True):
+        final = ledger_rows(stopped / "version_0" / name)
+        assert len(final) > len(before) > 0, name
+        assert final == ledger_rows(reference / "version_0" / name), name
+    resumed = rank_states(stopped / "version_1" / "checkpoints" / "last.ckpt")
+    uninterrupted = rank_states(reference / "version_0" / "checkpoints" / "last.ckpt")
+    for k in (0, 1):
+        assert_same_state(resumed[k], uninterrupted[k], f"rank {k}")
+    assert resumed[0]["env_steps"] == resumed[1]["env_steps"]
+    assert not np.array_equal(resumed[0]["obs"], resumed[1]["obs"])  # each rank its own envs
+
+
 # ---------------------------------------------------------------------------- SIGKILL
+
+
+def checkpoint_step(path: Path) -> int | None:
+    """The global step of the checkpoint at ``path``, None while it is not readable."""
+    try:
+        return torch.load(path, weights_only=True)["global_step"]
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError):
+        return None
 
 
 @pytest.mark.slow
 def test_sigkill_and_resume_from_last_ckpt_loses_and_duplicates_no_ledger_row(tmp_path):
-    every, max_steps = 50, 200  # updates between checkpoints (10 shifts), and in all
+    """The shipped config's own checkpoint callbacks (only the sizes shrunk): ``last.ckpt`` is
+    written after every epoch while fit runs, and a run killed with SIGKILL resumes from it to
+    retrace the uninterrupted run."""
+    every, max_steps = 50, 200  # updates per epoch (10 shifts), and in all
+    rows_per_epoch = 10  # 2 envs, 10-step shifts, one update per collection step
     killed, reference = tmp_path / "killed", tmp_path / "reference"
     overrides = [
         SHORT_SHIFTS,
         "--data.init_args.updates_per_step=1",
-        "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
-        f"--trainer.callbacks.every_n_train_steps={every}",
-        "--trainer.callbacks.save_last=true",
+        f"--data.init_args.updates_per_epoch={every}",
     ]
 
-    def command(root, steps, *more):
-        return cli_command(
-            root, steps, *overrides, f"--trainer.callbacks.dirpath={root}/ckpt", *more
-        )
-
-    last = killed / "ckpt" / "last.ckpt"
+    last = killed / "version_0" / "checkpoints" / "last.ckpt"
     ledger = killed / "version_0" / "economics.csv"
     # An uninterrupted run with the same seed and settings, beside a run far longer than the
-    # test that is killed once it has written shifts after a checkpoint.
-    uninterrupted_run = start_cli(command(reference, max_steps), tmp_path / "reference.txt")
-    process = start_cli(command(killed, 10**6), tmp_path / "killed.txt")
+    # test that is killed once it has written shifts after its second epoch's checkpoint.
+    uninterrupted_run = start_cli(
+        cli_command(reference, max_steps, *overrides), tmp_path / "reference.txt"
+    )
+    process = start_cli(cli_command(killed, 10**6, *overrides), tmp_path / "killed.txt")
     deadline = time.monotonic() + 150
-    seen, saved = None, None
+    seen, saved, step = None, None, None
     try:
         while True:
             assert process.poll() is None, (tmp_path / "killed.txt").read_text()[-4000:]
             assert time.monotonic() < deadline, "no checkpoint with shifts after it in 150 s"
             stamp = last.stat().st_mtime_ns if last.exists() else None
             if stamp != seen:  # a new checkpoint: read its ledger position
-                seen, saved = stamp, checkpointed_ledger_rows(last)
-            # Two rows past the checkpoint is 10 updates past it and 40 before the next one.
-            if saved is not None and len(ledger_rows(ledger)) >= saved + 2:
+                seen, saved, step = stamp, checkpointed_ledger_rows(last), checkpoint_step(last)
+            written = len(ledger_rows(ledger)) if ledger.exists() else 0
+            # last.ckpt must follow the run, not wait for the end of fit.
+            assert written < 3 * rows_per_epoch or step is not None, (
+                f"{written} shifts written and no last.ckpt at {last}"
+            )
+            # Two rows past the second epoch's checkpoint: 10 updates past it, 40 before the next.
+            if step is not None and step >= 2 * every and written >= saved + 2:
                 os.kill(process.pid, signal.SIGKILL)
                 break
             time.sleep(0.02)
@@ -268,12 +352,15 @@ def test_sigkill_and_resume_from_last_ckpt_loses_and_duplicates_no_ledger_row(tm
     saved = economics_state(checkpoint)["ranks"][0]["ledger_rows"]
     written = ledger_rows(ledger)
     assert len(written) > saved > 0, "the kill must come after shifts the checkpoint lacks"
-    assert checkpoint["global_step"] < max_steps
+    # Recent: from the epoch the run was in when it was killed, not from its start.
+    assert 2 * every <= checkpoint["global_step"] < max_steps
+    assert len(written) - saved < rows_per_epoch
 
-    finish(
-        start_cli(command(killed, max_steps, f"--ckpt_path={last}"), tmp_path / "resumed.txt"),
+    resumed = start_cli(
+        cli_command(killed, max_steps, *overrides, f"--ckpt_path={last}"),
         tmp_path / "resumed.txt",
     )
+    finish(resumed, tmp_path / "resumed.txt")
     finish(uninterrupted_run, tmp_path / "reference.txt")
 
     # The resumed run logs into a new version folder, with its own copy of the checkpointed
@@ -282,7 +369,7 @@ def test_sigkill_and_resume_from_last_ckpt_loses_and_duplicates_no_ledger_row(tm
     assert ledger_rows(ledger) == written
     final = ledger_rows(killed / "version_1" / "economics.csv")
     assert column(final, "episode") == [str(i) for i in range(len(final))]
-    end = torch.load(last, weights_only=True)
+    end = torch.load(killed / "version_1" / "checkpoints" / "last.ckpt", weights_only=True)
     assert end["global_step"] == max_steps
     assert len(final) == end["v2p_sac"]["shifts_seen"]
     assert len(final) == economics_state(end)["ranks"][0]["shifts"]
@@ -294,7 +381,8 @@ def test_sigkill_and_resume_from_last_ckpt_loses_and_duplicates_no_ledger_row(tm
     # the ledger alone would hide a small drift, since a shift's counts barely move with the
     # weights, so the final weights are compared too.
     assert final == uninterrupted
-    assert_same_weights(torch.load(reference / "ckpt" / "last.ckpt", weights_only=True), end)
+    reference_end = reference / "version_0" / "checkpoints" / "last.ckpt"
+    assert_same_weights(torch.load(reference_end, weights_only=True), end)
 
 
 # ---------------------------------------------------------------------------- exact resume

@@ -1,5 +1,6 @@
 """Lightning callbacks."""
 
 from v2p.callbacks.economics import EconomicsCallback
+from v2p.callbacks.last_checkpoint import LastCheckpoint
 
-__all__ = ["EconomicsCallback"]
+__all__ = ["EconomicsCallback", "LastCheckpoint"]

@@ -15,6 +15,7 @@ episodes on separate envs) and checkpointing run on a schedule although the stre
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -37,7 +38,7 @@ from v2p.contracts import (
     ShiftCounts,
     require,
 )
-from v2p.data.checkpoint_io import ReplayCheckpointIO
+from v2p.data.checkpoint_io import ReplayCheckpointIO, read_replay, stage_replay
 from v2p.data.episodes import EpisodeTracker
 from v2p.data.replay import ReplayBuffer
 from v2p.data.sources import ConcatVectorEnv, DataSource, check_sources, supports_state_dict
@@ -478,14 +479,36 @@ class RolloutDataModule(L.LightningDataModule):
     # ---------------------------------------------------------- checkpointing
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything exact resume needs: env states, RNG, counters, pending episodes, replay.
+        """Everything exact resume needs, for every rank: ``{"world_size": W, "ranks": [...]}``,
+        each entry that rank's env states, RNG, counters, pending episodes and replay.
 
-        The replay goes to a side file when the trainer uses :class:`ReplayCheckpointIO`; the
-        entry holds the live buffer until that plugin writes it out.
+        Lightning calls this on every rank while it dumps a checkpoint but writes rank 0's
+        result only (``Strategy.save_checkpoint``), so under DDP the other ranks' entries are
+        gathered here with a collective, as :class:`~v2p.callbacks.EconomicsCallback` gathers
+        its own. With :class:`ReplayCheckpointIO` a replay travels as a side file: rank 0's
+        entry holds its live buffer until the plugin writes it out, and every other rank stages
+        its buffer in ``<default_root_dir>/.replay-staging`` for rank 0's plugin to move beside
+        the checkpoint; without the plugin the buffers are in the entries.
         """
         if self.buffer is None:
             return {}
-        uses_side_file = isinstance(self.trainer.strategy.checkpoint_io, ReplayCheckpointIO)
+        trainer = self.trainer
+        world_size = 1 if trainer is None else trainer.world_size
+        rank = 0 if trainer is None else trainer.global_rank
+        own = self._rank_state(rank)
+        if world_size == 1:
+            return {"world_size": 1, "ranks": [own]}
+        # Rank 0's entry stays here (it holds the live buffer); the others' go to everyone,
+        # since a broadcast is the collective Lightning's strategies offer.
+        ranks: list[dict[str, Any] | None] = [own if rank == 0 else None]
+        for k in range(1, world_size):
+            ranks.append(trainer.strategy.broadcast(own if rank == k else None, src=k))
+        return {"world_size": world_size, "ranks": ranks}
+
+    def _rank_state(self, rank: int) -> dict[str, Any]:
+        uses_side_file = self.trainer is not None and isinstance(
+            self.trainer.strategy.checkpoint_io, ReplayCheckpointIO
+        )
         env_state = self.envs.state_dict() if supports_state_dict(self.envs) else None
         state = {
             "env": env_state,
@@ -499,27 +522,53 @@ class RolloutDataModule(L.LightningDataModule):
             "pending_episodes": [_record_to_dict(r) for r in self._pending_episodes],
         }
         state = _to_checkpoint(state)
-        state["replay"] = (
-            self.buffer if uses_side_file else _to_checkpoint(self.buffer.state_dict())
-        )
+        state["global_rng"] = _capture_global_rng()
+        if not uses_side_file:
+            state["replay"] = _to_checkpoint(self.buffer.state_dict())
+        elif rank == 0:
+            state["replay"] = self.buffer
+        else:
+            staging = os.path.join(self.trainer.default_root_dir, ".replay-staging")
+            state["replay"] = stage_replay(self.buffer, staging, rank)
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if not state:
             return
-        rank = self.trainer.global_rank if self.trainer is not None else 0
-        if rank > 0:
-            # Lightning saves the data module's state from rank 0 only: loading it here would
-            # make this rank a copy of rank 0 and account rank 0's shifts twice.
-            rank_zero_warn(
-                "resuming a multi-rank run: rank 0 continues its envs and replay exactly; the "
-                "other ranks restart theirs (the checkpoint holds rank 0's only)"
-            )
-            return
         if self.buffer is None:
             raise RuntimeError("load_state_dict before setup(): the buffer does not exist yet")
-        state = _from_checkpoint(state)
-        self.buffer.load_state_dict(state["replay"])
+        rank = self.trainer.global_rank if self.trainer is not None else 0
+        world_size = self.trainer.world_size if self.trainer is not None else 1
+        if "ranks" not in state:  # written before every rank was saved: rank 0's state only
+            if rank > 0:
+                rank_zero_warn(
+                    "resuming a multi-rank run from an older checkpoint: rank 0 continues its "
+                    "envs and replay exactly; the other ranks restart theirs (the checkpoint "
+                    "holds rank 0's only)"
+                )
+                return
+            self._load_rank_state(state)
+            return
+        if state["world_size"] != world_size:
+            raise ValueError(
+                f"the checkpoint's data-module state is from {state['world_size']} ranks; "
+                f"resuming on {world_size} would leave ranks without their envs and replay "
+                f"(resume with --trainer.devices / num_nodes giving {state['world_size']} ranks)"
+            )
+        entry = state["ranks"][rank]
+        self._load_rank_state(entry)
+        if rank > 0:
+            # The torch generator differs between ranks and draws every rank's policy noise;
+            # SACModule restores rank 0's on every rank (it saves only rank 0's), and the
+            # data module is restored after the model (Lightning's _restore_modules_and_callbacks),
+            # so each other rank's own state wins here.
+            _restore_global_rng(entry["global_rng"])
+
+    def _load_rank_state(self, state: dict[str, Any]) -> None:
+        state = _from_checkpoint({k: v for k, v in state.items() if k != "global_rng"})
+        replay = state["replay"]
+        # A side file (ReplayCheckpointIO resolved its path), or arrays in the checkpoint.
+        self.buffer.load_state_dict(read_replay(replay) if "path" in replay else replay)
         if state["env"] is not None:
             self.envs.load_state_dict(state["env"])
         else:  # an env without state_dict restarts its episodes: resume is then not exact
@@ -535,6 +584,20 @@ class RolloutDataModule(L.LightningDataModule):
         self._updates_in_epoch = int(state["updates_in_epoch"])
         self._pending_updates = int(state["pending_updates"])
         self._pending_episodes = [_record_from_dict(d) for d in state["pending_episodes"]]
+
+
+def _capture_global_rng() -> dict[str, Any]:
+    # Imported here, not at the top: v2p.data does not depend on v2p.models (whose package
+    # imports this module). rng_state is a plain module that belongs in a neutral place.
+    from v2p.models.rng_state import capture_global_rng
+
+    return capture_global_rng()
+
+
+def _restore_global_rng(state: dict[str, Any]) -> None:
+    from v2p.models.rng_state import restore_global_rng
+
+    restore_global_rng(state)
 
 
 def _record_to_dict(record: EpisodeRecord) -> dict[str, Any]:
