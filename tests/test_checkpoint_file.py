@@ -57,7 +57,7 @@ def test_truncated_and_random_files_are_named_as_corrupt_without_unsafe_advice(t
     noise = tmp_path / "noise.ckpt"
     noise.write_bytes(bytes(range(256)) * 8)
     for path in (truncated, noise):
-        with pytest.raises(ValueError, match=rf"{path.name}.*corrupt or not a checkpoint") as e:
+        with pytest.raises(ValueError, match=rf"{path.name}.*corrupt or not a V2P checkpoint") as e:
             read_checkpoint(path)
         assert "weights_only" not in str(e.value)
     assert torch.equal(read_checkpoint(good)["state_dict"]["w"], torch.ones(1000))

@@ -13,13 +13,34 @@ from __future__ import annotations
 import os
 import pickle
 import re
-import zipfile
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 
-_UNSUPPORTED_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+# How torch's weights-only unpickler names a global it refused (two wordings across releases).
+_REFUSED_GLOBAL = re.compile(
+    r"Unsupported global: GLOBAL ([\w.]+)|GLOBAL ([\w.]+) was not an allowed"
+)
+
+
+def unreadable_checkpoint(path: str, error: BaseException, what: str = "checkpoint") -> ValueError:
+    """A clear error for a file ``torch.load(weights_only=True)`` could not read, without
+    torch's advice to load it unsafely (``weights_only=False`` runs the code the file holds)."""
+    refused = _REFUSED_GLOBAL.search(str(error))
+    if refused is not None:
+        return ValueError(
+            f"{what} {path!r} is not a V2P checkpoint: it holds an object of type "
+            f"{refused.group(1) or refused.group(2)}, beyond the tensors and plain values V2P "
+            "writes; it is not loaded, since unpickling it could run code from the file"
+        )
+    if isinstance(error, pickle.UnpicklingError):
+        reason = "its contents are not checkpoint data"
+    elif isinstance(error, EOFError) or "central directory" in str(error):
+        reason = "it is cut short (an interrupted copy or save?)"
+    else:
+        reason = f"torch cannot read it ({type(error).__name__})"
+    return ValueError(f"{what} {path!r} is corrupt or not a V2P checkpoint: {reason}")
 
 
 def read_checkpoint(path: str | os.PathLike[str], what: str = "checkpoint") -> dict[str, Any]:
@@ -34,23 +55,14 @@ def read_checkpoint(path: str | os.PathLike[str], what: str = "checkpoint") -> d
         raise FileNotFoundError(f"{what} {path!r} does not exist")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        found = _UNSUPPORTED_GLOBAL.search(str(e))
-        if found is None:  # not a pickle at all (torch's message would advise unsafe loading)
-            raise ValueError(
-                f"{what} {path!r} is corrupt or not a checkpoint: it does not unpickle"
-            ) from None
-        raise ValueError(
-            f"{what} {path!r} is not a V2P checkpoint: it holds an object of type "
-            f"{found.group(1)}, beyond the tensors and plain values V2P writes; it is not "
-            "loaded, since unpickling it could run code from the file"
-        ) from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
-        reason = (str(e).splitlines() or [""])[0][:200]
-        raise ValueError(
-            f"{what} {path!r} is corrupt or not a checkpoint (truncated, or another format): "
-            f"{type(e).__name__}: {reason}"
-        ) from None
+    except (
+        pickle.UnpicklingError,
+        RuntimeError,
+        EOFError,
+        OSError,
+        ValueError,
+    ) as e:
+        raise unreadable_checkpoint(path, e, what) from None
     if not isinstance(checkpoint, Mapping) or "state_dict" not in checkpoint:
         raise ValueError(f"{what} {path!r} is not a Lightning checkpoint (no 'state_dict')")
     return dict(checkpoint)

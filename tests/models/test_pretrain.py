@@ -232,7 +232,7 @@ def test_missing_corrupt_and_incompatible_encoder_checkpoints_fail_clearly(tmp_p
         SACModule(CLIP, [0.0], [1.0], encoder_ckpt=str(tmp_path / "nowhere.ckpt"), **_sac_encoder())
     corrupt = tmp_path / "corrupt.ckpt"
     corrupt.write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match=r"corrupt\.ckpt.*corrupt or not a checkpoint"):
+    with pytest.raises(ValueError, match=r"corrupt\.ckpt.*corrupt or not a V2P checkpoint"):
         load_pretrained_encoder(corrupt)
     foreign = tmp_path / "foreign.ckpt"
     torch.save({"state_dict": {}, "hyper_parameters": {"lr": 1.0}}, foreign)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import errno
 import os
 import pickle
-import re
 import shutil
 import uuid
 from typing import Any
@@ -31,6 +30,7 @@ import torch
 from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from v2p.checkpoint_file import unreadable_checkpoint
 from v2p.data.replay import ReplayBuffer
 
 DATAMODULE_KEY = "RolloutDataModule"  # Lightning stores a datamodule's state under its class name
@@ -131,23 +131,6 @@ def _needs_side_file(replay: Any) -> bool:
     return isinstance(replay, ReplayBuffer) or (isinstance(replay, dict) and "staged" in replay)
 
 
-def _unreadable(path: str, error: BaseException) -> ValueError:
-    """A clear error for a file torch cannot load, without torch's advice to load it unsafely
-    (``weights_only=False`` runs whatever code the file holds)."""
-    if isinstance(error, pickle.UnpicklingError):
-        found = re.search(r"GLOBAL (\S+) was not an allowed global", str(error))
-        reason = (
-            f"it holds a {found.group(1)} object, which V2P checkpoints never do"
-            if found
-            else "its contents are not checkpoint data"
-        )
-    elif isinstance(error, EOFError) or "central directory" in str(error):
-        reason = "it is cut short (an interrupted copy or save?)"
-    else:
-        reason = f"torch cannot read it ({type(error).__name__})"
-    return ValueError(f"checkpoint {path} is corrupt or not a V2P checkpoint: {reason}")
-
-
 class ReplayCheckpointIO(TorchCheckpointIO):
     """:class:`TorchCheckpointIO` plus the replay side files, atomic pairs and weights-only
     loading; a checkpoint without a replay is written the same atomic way."""
@@ -213,7 +196,7 @@ class ReplayCheckpointIO(TorchCheckpointIO):
         try:
             checkpoint = super().load_checkpoint(path, map_location, weights_only=True)
         except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as e:
-            raise _unreadable(path, e) from None
+            raise unreadable_checkpoint(path, e) from None
         if not isinstance(checkpoint, dict):
             raise ValueError(f"checkpoint {path} is not a V2P checkpoint: it holds no dict")
         for rank, entry in _replay_holders(checkpoint.get(DATAMODULE_KEY)):

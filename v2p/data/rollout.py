@@ -43,6 +43,7 @@ from v2p.data.episodes import EpisodeTracker
 from v2p.data.replay import ReplayBuffer
 from v2p.data.sources import ConcatVectorEnv, DataSource, check_sources, supports_state_dict
 from v2p.envs.accounting import error_rates
+from v2p.rng_state import capture_global_rng, restore_global_rng
 from v2p.validation import check_int, check_scalar
 
 REPLAY_PRIORITIES = ("uniform", "novelty")
@@ -522,7 +523,7 @@ class RolloutDataModule(L.LightningDataModule):
             "pending_episodes": [_record_to_dict(r) for r in self._pending_episodes],
         }
         state = _to_checkpoint(state)
-        state["global_rng"] = _capture_global_rng()
+        state["global_rng"] = capture_global_rng()
         if not uses_side_file:
             state["replay"] = _to_checkpoint(self.buffer.state_dict())
         elif rank == 0:
@@ -562,7 +563,7 @@ class RolloutDataModule(L.LightningDataModule):
             # SACModule restores rank 0's on every rank (it saves only rank 0's), and the
             # data module is restored after the model (Lightning's _restore_modules_and_callbacks),
             # so each other rank's own state wins here.
-            _restore_global_rng(entry["global_rng"])
+            restore_global_rng(entry["global_rng"])
 
     def _load_rank_state(self, state: dict[str, Any]) -> None:
         state = _from_checkpoint({k: v for k, v in state.items() if k != "global_rng"})
@@ -584,20 +585,6 @@ class RolloutDataModule(L.LightningDataModule):
         self._updates_in_epoch = int(state["updates_in_epoch"])
         self._pending_updates = int(state["pending_updates"])
         self._pending_episodes = [_record_from_dict(d) for d in state["pending_episodes"]]
-
-
-def _capture_global_rng() -> dict[str, Any]:
-    # Imported here, not at the top: v2p.data does not depend on v2p.models (whose package
-    # imports this module). rng_state is a plain module that belongs in a neutral place.
-    from v2p.models.rng_state import capture_global_rng
-
-    return capture_global_rng()
-
-
-def _restore_global_rng(state: dict[str, Any]) -> None:
-    from v2p.models.rng_state import restore_global_rng
-
-    restore_global_rng(state)
 
 
 def _record_to_dict(record: EpisodeRecord) -> dict[str, Any]:

@@ -21,7 +21,7 @@ The parts around the SAC math live in components of their own: the constraint
 (:mod:`v2p.models.constraint`), the encoder's freezing and replay caching
 (:mod:`v2p.models.encoder_training`), the novelty model (:mod:`v2p.models.novelty_scoring`),
 the evaluation metrics (:mod:`v2p.models.evaluation`) and the global RNG state
-(:mod:`v2p.models.rng_state`).
+(:mod:`v2p.rng_state`).
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ from v2p.models.novelty_scoring import (
     build_novelty_model,
     check_novelty_settings,
 )
-from v2p.models.rng_state import capture_global_rng, restore_global_rng
+from v2p.rng_state import capture_global_rng, restore_global_rng
 from v2p.validation import check_int, check_scalar
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -268,8 +268,9 @@ class SACModule(L.LightningModule):
                     "model.novelty_online=true or model.novelty_ckpt=PATH"
                 )
         # seed_everything gives every DDP rank the same torch seed; offset the policy noise
-        # of ranks > 0 so they explore differently (rank 0 keeps the seeded or restored stream).
-        if self.trainer.global_rank > 0:
+        # of ranks > 0 so they explore differently. Only on a fresh run: a resumed rank has
+        # its own stream back from the checkpoint (RolloutDataModule restores each rank's).
+        if self.trainer.global_rank > 0 and self.trainer.ckpt_path is None:
             torch.manual_seed(torch.initial_seed() + self.trainer.global_rank)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
