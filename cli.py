@@ -1,6 +1,8 @@
 """Entry point: ``python cli.py fit --config configs/dishwashing_state.yaml``."""
 
-from v2p.cli import main
+import sys
+
+from v2p.cli import entry
 
 if __name__ == "__main__":
-    main()
+    sys.exit(entry())

@@ -27,11 +27,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from v2p.record import main as record_main
 
         return record_main(args[1:])
-    from v2p.cli import main as cli_main
+    from v2p.cli import entry
 
     # None keeps LightningCLI reading sys.argv itself, exactly as the old entry point did.
-    cli_main(None if argv is None else args)
-    return 0
+    return entry(None if argv is None else args)
 
 
 if __name__ == "__main__":

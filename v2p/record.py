@@ -192,6 +192,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as e:
         print(f"v2p record: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # writing a shard or the manifest failed (disk full, permissions)
+        where = e.filename or kwargs.get("out")
+        print(f"v2p record: error: cannot write {where!s}: {e.strerror or e}", file=sys.stderr)
+        return 2
     shards = json.loads(manifest.read_text())["shards"]
     frames = sum(s["frames"] for s in shards)
     print(f"v2p record: wrote {len(shards)} shard(s), {frames} frames; manifest {manifest}")

@@ -260,9 +260,12 @@ def _resolve(path: Path, video_extensions: tuple[str, ...]) -> list[_Source]:
                 f"({', '.join(video_extensions)})"
             )
         return [_video_source(p) for p in videos]
+    missing = "" if path.exists() else " (it does not exist"
+    if missing:  # the usual cause: pretraining before recording anything
+        missing += f"; record episodes first: v2p record --out {path} --episodes 200)"
     raise ValueError(
         f"path {str(path)!r} is not a recording folder, a .npz shard, a folder of videos or a "
-        f"video file ({', '.join(video_extensions)})"
+        f"video file ({', '.join(video_extensions)}){missing}"
     )
 
 

@@ -113,7 +113,10 @@ def prepare_out(out: Path, overwrite: bool) -> None:
         # Only what a recording writes is removed: the folder may hold the user's other files.
         for old in [*out.glob("shard_*.npz"), out / MANIFEST_NAME]:
             old.unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a file in the way, no permission, a read-only disk
+        raise ValueError(f"cannot create out folder {str(out)!r}: {e.strerror or e}") from None
 
 
 # ---------------------------------------------------------------- recording

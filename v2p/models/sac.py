@@ -267,22 +267,30 @@ class SACModule(L.LightningModule):
                     "data.replay_priority=novelty needs novelty scores: set "
                     "model.novelty_online=true or model.novelty_ckpt=PATH"
                 )
+        # A resumed optimiser brings back the learning rates it was saved with; the run's own
+        # (which a resume may change, v2p.cli.RESUMABLE_MODEL_ARGS) are the ones that hold.
+        for group, lr in zip(self.optimizers().param_groups, self._learning_rates(), strict=True):
+            group["lr"] = lr
         # seed_everything gives every DDP rank the same torch seed; offset the policy noise
         # of ranks > 0 so they explore differently. Only on a fresh run: a resumed rank has
         # its own stream back from the checkpoint (RolloutDataModule restores each rank's).
         if self.trainer.global_rank > 0 and self.trainer.ckpt_path is None:
             torch.manual_seed(torch.initial_seed() + self.trainer.global_rank)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def _learning_rates(self) -> list[float]:
+        """Of the optimiser's parameter groups, in order."""
         hp = self.hparams
+        rates = [hp.critic_lr, hp.actor_lr, hp.alpha_lr]
+        return [*rates, hp.novelty_lr] if hp.novelty_online else rates
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
         encoder = [p for p in self.encoder.parameters() if p.requires_grad]
-        groups = [
-            {"params": [*encoder, *self.critic.parameters()], "lr": hp.critic_lr},
-            {"params": list(self.actor.parameters()), "lr": hp.actor_lr},
-            {"params": [self.log_alpha], "lr": hp.alpha_lr},
-        ]
-        if hp.novelty_online:
-            groups.append({"params": list(self.novelty.denoiser.parameters()), "lr": hp.novelty_lr})
+        params = [[*encoder, *self.critic.parameters()], list(self.actor.parameters())]
+        params.append([self.log_alpha])
+        if self.hparams.novelty_online:
+            params.append(list(self.novelty.denoiser.parameters()))
+        rates = self._learning_rates()
+        groups = [{"params": p, "lr": lr} for p, lr in zip(params, rates, strict=True)]
         # Fused Adam: one kernel for every parameter, where the default on CPU loops over them.
         return torch.optim.Adam(groups, fused=True)
 
