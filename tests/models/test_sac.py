@@ -220,7 +220,16 @@ def test_encoder_that_does_not_fit_the_observation():
 
 @pytest.mark.parametrize(
     ("kwargs", "name"),
-    [({"gamma": 1.5}, "gamma"), ({"critic_lr": 0.0}, "critic_lr"), ({"tau": -0.1}, "tau")],
+    [
+        ({"gamma": 1.5}, "gamma"),
+        ({"critic_lr": 0.0}, "critic_lr"),
+        ({"tau": -0.1}, "tau"),
+        # Named where they enter, not at the first finished shift or as diverged weights.
+        ({"err_target_init": 1.5}, r"err_target_init must be .*\[0, 1\].*1\.5"),
+        ({"err_target_final": -0.1}, "err_target_final"),
+        ({"curriculum_episodes": -1}, "curriculum_episodes"),
+        ({"target_entropy": float("nan")}, "target_entropy"),
+    ],
 )
 def test_bad_hyperparameters_are_named(kwargs, name):
     with pytest.raises(ValueError, match=name):
@@ -232,6 +241,12 @@ def test_bad_data_parameters_are_named():
         RolloutDataModule(num_envs=0)
     with pytest.raises(ValueError, match="buffer_size"):
         RolloutDataModule(num_envs=8, buffer_size=4)
+    # A replay smaller than a batch would draw the same transitions twice in every batch.
+    with pytest.raises(ValueError, match=r"buffer_size \(100\) must be >= batch_size \(256\)"):
+        RolloutDataModule(num_envs=2, buffer_size=100, warmup_steps=256)
+    # The first update draws batch_size transitions: the warm-up must have stored them.
+    with pytest.raises(ValueError, match=r"warmup_steps \(64\) must be >= batch_size \(256\)"):
+        RolloutDataModule(num_envs=2, warmup_steps=64)
 
 
 def test_same_seed_same_actions():
@@ -324,3 +339,18 @@ def test_acting_uses_the_running_statistics_and_leaves_them(freeze_encoder):
             assert torch.equal(value, statistics[name]), name
     assert model.encoder.training and model.encoder.head.training
     assert model.encoder.trunk.training == (freeze_encoder is False)
+
+
+def test_a_checkpoint_from_before_the_constraint_component_loads(tmp_path):
+    """State dicts once held the multiplier as ``lagrange`` / ``err_target``."""
+    model, dm, trainer = make_run(tmp_path, max_steps=20)
+    trainer.fit(model, dm)
+    model.constraint.lagrange.fill_(3.5)
+    trainer.save_checkpoint(tmp_path / "new.ckpt")
+    checkpoint = torch.load(tmp_path / "new.ckpt", weights_only=True)
+    weights = checkpoint["state_dict"]
+    for old in ("lagrange", "err_target"):
+        weights[old] = weights.pop(f"constraint.{old}")
+    torch.save(checkpoint, tmp_path / "old.ckpt")
+    loaded = SACModule.load_from_checkpoint(tmp_path / "old.ckpt", weights_only=True)
+    assert loaded.constraint.lagrange.item() == 3.5
