@@ -1,5 +1,6 @@
 """Section 4: market-wage sources and the wage indexer, two updates worked by hand each."""
 
+import itertools
 import pickle
 
 import pytest
@@ -16,14 +17,19 @@ def test_constant_source_with_inflation_two_updates():
     w = run_shifts(indexer, 6)
     # Shifts 1, 2: no update yet.
     assert w[:2] == [18.0, 18.0]
-    # Shift 3, update 0: (0.1 * 20 + 0.9 * 18) / 1.02 = 18.2 / 1.02 = 17.843137...
-    first = 18.2 / 1.02
-    assert w[2] == pytest.approx(17.843137, abs=1e-6) and w[2] == pytest.approx(first)
+    # Shift 3, update 0: w_smooth = 0.1 * 20 + 0.9 * 18 = 18.2 (nominal), deflated by the
+    # 3 hours since the first shift: 18.2 / 1.02 ** (3 / 2000) = 18.199459...
+    assert w[2] == pytest.approx(18.2 / 1.02 ** (3 / 2000), rel=1e-15)
+    assert w[2] == pytest.approx(18.199459, abs=1e-6)
     assert w[3:5] == [w[2], w[2]]
-    # Shift 6, update 1: (2 + 0.9 * 17.843137) / 1.02 = 18.058824 / 1.02 = 17.704729
-    assert w[5] == pytest.approx(17.704729, abs=1e-6)
+    # Shift 6, update 1: w_smooth = 2 + 0.9 * 18.2 = 18.38, never divided by inflation;
+    # w_h = 18.38 / 1.02 ** (6 / 2000) = 18.378908...
+    assert indexer.w_smooth == pytest.approx(18.38, rel=1e-15)
+    assert w[5] == pytest.approx(18.38 / 1.02 ** (6 / 2000), rel=1e-15)
+    assert w[5] == pytest.approx(18.378908, abs=1e-6)
     assert indexer.w_h == w[5]
     assert indexer.update_index == 2 and indexer.shift_count == 6
+    assert indexer.elapsed_hours == 6.0
 
 
 def test_linear_drift_source_without_inflation_two_updates():
@@ -46,15 +52,51 @@ def test_indexer_with_defaults_updates_every_100_shifts():
     indexer = WageIndexer(ConstantWage())
     w = run_shifts(indexer, 100)
     assert w[98] == 18.0
-    # Defaults: (0.1 * 18 + 0.9 * 18) / 1.02 = 17.647059
-    assert w[99] == pytest.approx(18.0 / 1.02)
+    # Defaults: w_smooth = 18; 100 one-hour shifts are 0.05 years: 18 / 1.02 ** 0.05 = 17.982186
+    assert w[99] == pytest.approx(18.0 / 1.02**0.05, rel=1e-15)
+    assert w[99] == pytest.approx(17.982186, abs=1e-6)
 
 
-def test_inflation_is_applied_per_update_and_settles_below_the_market_wage():
-    # Fixed point of the section-4 formula: w = alpha * m / (alpha + inflation) = 1.8 / 0.12.
-    indexer = WageIndexer(ConstantWage(18.0), update_every=1)
-    run_shifts(indexer, 2000)
-    assert indexer.w_h == pytest.approx(15.0, rel=1e-9)
+def test_a_constant_market_wage_is_deflated_only_by_the_elapsed_time():
+    # Section 4 as amended: 1,000 one-hour shifts are half a year at 2,000 hr/yr, so w_h is
+    # 18 / 1.02 ** 0.5 = 17.8227 (the old per-update rule settled at 15.00).
+    indexer = WageIndexer(ConstantWage(18.0))
+    w = run_shifts(indexer, 1000)
+    assert indexer.w_smooth == pytest.approx(18.0, rel=1e-12)
+    assert w[-1] == pytest.approx(18.0 / 1.02**0.5, rel=1e-12)
+    assert w[-1] == pytest.approx(17.82, abs=0.005)
+    # Never below the inflation of half a year, and monotone: inflation only accrues.
+    assert min(w) >= 18.0 / 1.02**0.5 - 1e-12
+    assert all(later <= earlier for earlier, later in itertools.pairwise(w))
+    # Updating every shift changes nothing at the end: the state never compounds inflation.
+    every_shift = WageIndexer(ConstantWage(18.0), update_every=1)
+    assert run_shifts(every_shift, 1000)[-1] == pytest.approx(w[-1], rel=1e-12)
+
+
+def test_elapsed_time_counts_the_shift_hours_and_hours_per_year():
+    # 50 shifts of 2 hours at 1,000 hr/yr: 0.1 years; 18 / 1.02 ** 0.1.
+    indexer = WageIndexer(ConstantWage(18.0), update_every=50, hours_per_year=1000.0)
+    for _ in range(50):
+        indexer.on_shift_end(hours=2.0)
+    assert indexer.elapsed_hours == 100.0
+    assert indexer.w_h == pytest.approx(18.0 / 1.02**0.1, rel=1e-15)
+    # Without the inflation adjustment w_h is the nominal state.
+    plain = WageIndexer(ConstantWage(20.0), inflation_adj=False, update_every=1)
+    assert plain.on_shift_end(hours=500.0) == pytest.approx(18.2)
+
+
+def test_a_dated_series_is_deflated_by_the_time_since_its_first_date(tmp_path):
+    path = tmp_path / "wages.csv"
+    path.write_text("date,wage\n2024-01-01,20.0\n2025-01-01,22.0\n")
+    source = CSVWage(path)
+    assert source.years_since_start(0) == 0.0
+    assert source.years_since_start(1) == pytest.approx(366 / 365.25)  # 2024 is a leap year
+    assert source.years_since_start(5) == source.years_since_start(1)  # the held row's date
+    indexer = WageIndexer(source, w_h_init=18.0, update_every=1)
+    # Update 0 reads the first row (0 years): 18.2. Update 1: 0.1 * 22 + 0.9 * 18.2 = 18.58,
+    # over 1.02 ** (366 / 365.25), whatever the run's own hours were.
+    assert indexer.on_shift_end(hours=7.0) == pytest.approx(18.2, rel=1e-15)
+    assert indexer.on_shift_end(hours=7.0) == pytest.approx(18.58 / 1.02 ** (366 / 365.25))
 
 
 def write_csv(path, text):
@@ -111,12 +153,34 @@ def test_bad_csv_raises_naming_file_row_and_value(tmp_path, text, pattern):
 def test_indexer_state_round_trip_resumes_exactly():
     source = LinearDriftWage(start=18.0, drift_per_update=0.5)
     original = WageIndexer(source, update_every=4)
-    run_shifts(original, 10)
+    for k in range(10):
+        original.on_shift_end(hours=0.5 + 0.25 * k)
     state = pickle.loads(pickle.dumps(original.state_dict()))
-    assert state == {"shift_count": 10, "update_index": 2, "w_h": original.w_h}
+    assert state == {
+        "shift_count": 10,
+        "update_index": 2,
+        "w_h": original.w_h,
+        "w_smooth": original.w_smooth,
+        "elapsed_hours": original.elapsed_hours,
+    }
+    assert state["elapsed_hours"] == sum(0.5 + 0.25 * k for k in range(10))
     resumed = WageIndexer(source, update_every=4)
     resumed.load_state_dict(state)
-    assert run_shifts(resumed, 9) == run_shifts(original, 9)
+    assert resumed.state_dict() == original.state_dict()
+    assert [resumed.on_shift_end(hours=1.5) for _ in range(9)] == [
+        original.on_shift_end(hours=1.5) for _ in range(9)
+    ]
+
+
+def test_a_state_saved_before_the_amendment_still_loads():
+    # Saved before 2026-12-01: no w_smooth (w_h was the old, deflated state), no hours.
+    indexer = WageIndexer(ConstantWage(18.0), update_every=100)
+    indexer.load_state_dict({"shift_count": 200, "update_index": 2, "w_h": 17.3})
+    assert indexer.w_h == 17.3 and indexer.w_smooth == 17.3
+    assert indexer.elapsed_hours == 200.0  # one-hour shifts, the default task's length
+    w = run_shifts(indexer, 100)
+    # Next update: 0.1 * 18 + 0.9 * 17.3 = 17.37, over 1.02 ** (300 / 2000).
+    assert w[-1] == pytest.approx(17.37 / 1.02**0.15, rel=1e-15)
 
 
 @pytest.mark.parametrize(
@@ -128,6 +192,8 @@ def test_indexer_state_round_trip_resumes_exactly():
         ({"inflation": float("nan")}, "inflation"),
         ({"update_every": 0}, "update_every"),
         ({"update_every": 2.5}, "update_every"),
+        ({"hours_per_year": 0.0}, "hours_per_year"),
+        ({"hours_per_year": float("inf")}, "hours_per_year"),
     ],
 )
 def test_indexer_rejects_bad_settings(kwargs, name):
@@ -152,4 +218,6 @@ def test_indexer_rejects_a_bad_value_from_a_user_source():
     indexer = WageIndexer(Broken(), update_every=1)
     with pytest.raises(ValueError, match="market_wage"):
         indexer.on_shift_end()
-    assert indexer.shift_count == 0 and indexer.w_h == 18.0
+    assert indexer.shift_count == 0 and indexer.w_h == 18.0 and indexer.elapsed_hours == 0.0
+    with pytest.raises(ValueError, match=r"^hours must be"):
+        WageIndexer(ConstantWage()).on_shift_end(hours=-1.0)

@@ -6,9 +6,11 @@ import csv
 import datetime as dt
 import os
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from v2p.validation import check_int, check_scalar
+
+_DAYS_PER_YEAR = 365.25
 
 
 class WageSource(Protocol):
@@ -16,6 +18,19 @@ class WageSource(Protocol):
 
     def wage(self, update_index: int) -> float:
         """The market wage [$/hr] in force at indexer update ``update_index``."""
+        ...
+
+
+@runtime_checkable
+class DatedWageSource(WageSource, Protocol):
+    """A market wage series whose updates carry dates (a CSV of dated wages).
+
+    The indexer deflates such a series by the time since its first date (section 4) instead of
+    by the run's own elapsed hours.
+    """
+
+    def years_since_start(self, update_index: int) -> float:
+        """Years from the series' first date to the date of update ``update_index``."""
         ...
 
 
@@ -130,21 +145,33 @@ class CSVWage:
         update_index = check_int("update_index", update_index, ge=0)
         return self._wages[min(update_index, len(self._wages) - 1)]
 
+    def years_since_start(self, update_index: int) -> float:
+        """Years from the series' first date to the date of the row read at ``update_index``.
+
+        The row held after the series ends keeps its own date: the wages are dated, so the
+        time they stand for is the file's, not the run's. Years of 365.25 days.
+        """
+        update_index = check_int("update_index", update_index, ge=0)
+        date = self._dates[min(update_index, len(self._dates) - 1)]
+        return (date - self._dates[0]).days / _DAYS_PER_YEAR
+
 
 class WageIndexer:
     """The human wage benchmark ``w_h`` [$/hr], smoothed toward a market wage (section 4).
 
     Every ``update_every`` finished shifts it reads the source at the next update index
-    (0, 1, 2, ...) and applies the section-4 formula exactly as written::
+    (0, 1, 2, ...) and applies the section-4 formula as amended on 2026-12-01::
 
-        w_smooth = alpha * market_wage + (1 - alpha) * w_h_prev
-        w_h      = w_smooth / (1 + inflation)     if inflation_adj else w_smooth
+        w_smooth = alpha * market_wage + (1 - alpha) * w_smooth_prev     (nominal $/hr)
+        w_h      = w_smooth / (1 + inflation) ** years   if inflation_adj else w_smooth
 
-    ``inflation`` is applied once per *update*, as the spec writes it, not once per year: with
-    the defaults (0.02, one update per 100 shifts) ``w_h`` is divided by 1.02 every 100 shifts.
-    A consequence worth knowing: under a constant market wage ``m`` the fixed point is
-    ``alpha * m / (alpha + inflation)`` (15.00 for m = 18, alpha 0.1, inflation 0.02), below
-    ``m``; set ``inflation_adj=False`` for a benchmark that converges to the market wage.
+    The state ``w_smooth`` is nominal: inflation never compounds into it (the old rule divided
+    it by ``1 + inflation`` at every update, so a constant 18.00 market wage settled at 15.00).
+    ``years`` is the time since the run's first shift, the hours of the shifts counted so far
+    (``on_shift_end(hours=...)``) over ``hours_per_year``, or, for a dated source such as
+    :class:`CSVWage`, the time from the series' first date to the date of the row just read.
+    ``w_h`` changes only at updates, so it is the benchmark published for the period that
+    follows; it starts at ``w_h_init`` (``years = 0``).
 
     The indexer is accounting only: it never feeds the RL reward.
     """
@@ -157,20 +184,29 @@ class WageIndexer:
         inflation_adj: bool = True,
         inflation: float = 0.02,
         update_every: int = 100,
+        hours_per_year: float = 2000.0,
     ) -> None:
         self._source = source
         self._w_h = check_scalar("w_h_init", w_h_init, ge=0)
+        self._w_smooth = self._w_h
         self._alpha = check_scalar("alpha", alpha, ge=0, le=1)
         self._inflation_adj = bool(inflation_adj)
         self._inflation = check_scalar("inflation", inflation, ge=0, le=1)
         self._update_every = check_int("update_every", update_every, ge=1)
+        self._hours_per_year = check_scalar("hours_per_year", hours_per_year, gt=0)
         self._shift_count = 0
         self._update_index = 0
+        self._elapsed_hours = 0.0
 
     @property
     def w_h(self) -> float:
-        """The current human wage benchmark [$/hr]."""
+        """The current human wage benchmark [$/hr], deflated to the run's start."""
         return self._w_h
+
+    @property
+    def w_smooth(self) -> float:
+        """The smoothed nominal market wage [$/hr], the indexer's state."""
+        return self._w_smooth
 
     @property
     def shift_count(self) -> int:
@@ -182,17 +218,40 @@ class WageIndexer:
         """The source index the next update will read (= updates done so far)."""
         return self._update_index
 
-    def on_shift_end(self) -> float:
-        """Count one finished shift, update ``w_h`` if it completes a period; return ``w_h``."""
+    @property
+    def elapsed_hours(self) -> float:
+        """Hours of the shifts counted so far: the run's time since its first shift [hr]."""
+        return self._elapsed_hours
+
+    def _years(self, update_index: int, elapsed_hours: float) -> float:
+        if isinstance(self._source, DatedWageSource):
+            return check_scalar(
+                "years_since_start", self._source.years_since_start(update_index), ge=0
+            )
+        return elapsed_hours / self._hours_per_year
+
+    def on_shift_end(self, hours: float = 1.0) -> float:
+        """Count one finished shift of ``hours`` [hr]; update ``w_h`` if it ends a period.
+
+        Returns ``w_h``. ``hours`` defaults to 1.0, the default task's shift length.
+        """
+        hours = check_scalar("hours", hours, ge=0)
         shift_count = self._shift_count + 1
+        elapsed_hours = self._elapsed_hours + hours
         if shift_count % self._update_every == 0:
             # Checked here, where a user-supplied source's value enters the accounts; a failure
             # leaves the indexer as it was, so the shift is not half-counted.
             market = check_scalar("market_wage", self._source.wage(self._update_index), gt=0)
-            w_smooth = self._alpha * market + (1.0 - self._alpha) * self._w_h
-            self._w_h = w_smooth / (1.0 + self._inflation) if self._inflation_adj else w_smooth
+            w_smooth = self._alpha * market + (1.0 - self._alpha) * self._w_smooth
+            if self._inflation_adj:
+                years = self._years(self._update_index, elapsed_hours)
+                self._w_h = w_smooth / (1.0 + self._inflation) ** years
+            else:
+                self._w_h = w_smooth
+            self._w_smooth = w_smooth
             self._update_index += 1
         self._shift_count = shift_count
+        self._elapsed_hours = elapsed_hours
         return self._w_h
 
     def state_dict(self) -> dict[str, Any]:
@@ -201,10 +260,24 @@ class WageIndexer:
             "shift_count": self._shift_count,
             "update_index": self._update_index,
             "w_h": self._w_h,
+            "w_smooth": self._w_smooth,
+            "elapsed_hours": self._elapsed_hours,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore the counters and ``w_h`` saved by :meth:`state_dict`."""
-        self._shift_count = check_int("state['shift_count']", state["shift_count"], ge=0)
-        self._update_index = check_int("state['update_index']", state["update_index"], ge=0)
-        self._w_h = check_scalar("state['w_h']", state["w_h"], ge=0)
+        """Restore the state saved by :meth:`state_dict`.
+
+        A state saved before 2026-12-01 has neither ``w_smooth`` nor ``elapsed_hours``: its
+        ``w_h`` was the old recursion's state (already deflated), so it is taken as the smoothed
+        wage, and its shifts as one hour each (the default task's length). The difference from
+        a nominal state then decays with the smoothing, by ``1 - alpha`` per update.
+        """
+        shift_count = check_int("state['shift_count']", state["shift_count"], ge=0)
+        update_index = check_int("state['update_index']", state["update_index"], ge=0)
+        w_h = check_scalar("state['w_h']", state["w_h"], ge=0)
+        w_smooth = check_scalar("state['w_smooth']", state.get("w_smooth", w_h), ge=0)
+        elapsed_hours = check_scalar(
+            "state['elapsed_hours']", state.get("elapsed_hours", float(shift_count)), ge=0
+        )
+        self._shift_count, self._update_index = shift_count, update_index
+        self._w_h, self._w_smooth, self._elapsed_hours = w_h, w_smooth, elapsed_hours
