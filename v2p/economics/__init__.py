@@ -7,7 +7,7 @@ and return a float64 scalar for scalar inputs or an ndarray otherwise. Bad input
 """
 
 from v2p.economics.cashflow import annual_cash_flow, fleet_npv
-from v2p.economics.constraint import DualAscent, lagrangian_reward, sla_target
+from v2p.economics.constraint import DualAscent, PIDLagrangian, lagrangian_reward, sla_target
 from v2p.economics.labor import error_rate, implied_wage, mpl, profit_rate
 from v2p.economics.params import EconomicParams
 from v2p.economics.spread import (
@@ -22,6 +22,7 @@ from v2p.economics.value import OnlineDataValueEstimator, data_price
 from v2p.economics.wages import (
     ConstantWage,
     CSVWage,
+    DatedWageSource,
     LinearDriftWage,
     WageIndexer,
     WageSource,
@@ -30,10 +31,12 @@ from v2p.economics.wages import (
 __all__ = [
     "CSVWage",
     "ConstantWage",
+    "DatedWageSource",
     "DualAscent",
     "EconomicParams",
     "LinearDriftWage",
     "OnlineDataValueEstimator",
+    "PIDLagrangian",
     "SpreadAllocation",
     "WageIndexer",
     "WageSource",
