@@ -43,12 +43,15 @@ def check_real(
     gt: float | None = None,
     le: float | None = None,
     whole: bool = False,
+    allow_nan: bool = False,
 ) -> NDArray[np.float64]:
     """Return ``value`` as a float64 array (0-d for a scalar) after checking it elementwise.
 
     Raises ``ValueError`` naming ``name`` when any element is NaN, infinite, outside the given
     bounds (``ge``: >=, ``gt``: >, ``le``: <=) or, with ``whole``, not a whole number, or when
-    ``value`` is not numeric.
+    ``value`` is not numeric. With ``allow_nan``, NaN elements pass (they stand for "not
+    defined here", e.g. the cost of a shift that sold no work) and the other checks apply to
+    the rest; infinities are still refused.
     """
     try:
         array = np.asarray(value)
@@ -59,6 +62,8 @@ def check_real(
         raise ValueError(_not_numeric(name, value))
     array = array.astype(np.float64, copy=False)
     bad = ~np.isfinite(array)
+    if allow_nan:
+        bad &= ~np.isnan(array)  # NaN compares False below, so it fails no bound either
     if ge is not None:
         bad |= array < ge
     if gt is not None:

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from v2p.economics import annual_cash_flow, fleet_npv
+from v2p.economics import allocate_spread, annual_cash_flow, fleet_npv
+from v2p.report.cashflow import captured_per_hour
 
 
 def test_worked_check_of_section_8():
@@ -11,6 +12,21 @@ def test_worked_check_of_section_8():
     captured_per_hour = 12.74 * 0.65
     assert annual_cash_flow(captured_per_hour, 1000.0) == pytest.approx(8281.0)
     assert annual_cash_flow(captured_per_hour, 1000.0, robots=10) == pytest.approx(82810.0)
+
+
+@pytest.mark.parametrize(("pass_through", "annual"), [(0.0, 8281.0), (0.5, 4140.50)])
+def test_worked_check_of_section_8_from_the_allocation(pass_through, annual):
+    # A 12.74 $/hr spread (w_r = 30.74 against w_h = 18) over ten one-hour shifts, s_plat 0.65
+    # (s_cust = 0.35 / (1 - 1e-6 + 1e-6)); the captured spread per robot-hour is the report's
+    # sum(captured) / sum(hours), then 1000 hr/yr for one robot.
+    hours = np.ones(10)
+    alloc = allocate_spread(
+        np.full(10, 30.74), 18.0, hours, 0.35, 1.0 - 1e-6, pass_through=pass_through
+    )
+    np.testing.assert_allclose(alloc.s_plat, 0.65, rtol=1e-12)
+    np.testing.assert_allclose(alloc.spread, 12.74, rtol=1e-12)
+    rate = captured_per_hour(alloc.captured, hours)  # (1 - pi) * 0.65 * 12.74
+    assert annual_cash_flow(rate, 1000.0) == pytest.approx(annual, rel=1e-12)
 
 
 def test_npv_three_years_at_ten_percent_by_hand():

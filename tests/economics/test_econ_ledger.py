@@ -84,16 +84,27 @@ def test_row_by_hand_with_a_spread():
     assert row.wage_parity == pytest.approx(23.75 / 18)  # 1.319 > 1.05: a spread exists
     assert row.prod_parity == pytest.approx(95 / 60)
     assert row.delta_mpl_total == 0.0  # first shift seeds the EMA
-    # No customer data: s_cust = 0 / (0 + 1e-6) = 0, so the platform captures it all.
+    # No customer data: s_cust = 0 / (0 + 1e-6) = 0, so the share is all the platform's.
     assert (row.s_cust, row.s_plat) == (0.0, 1.0)
     assert row.spread == pytest.approx(5.75)  # 23.75 - 18
     assert row.spread_value == pytest.approx(5.75)  # 5.75 $/hr * 1 hr
-    assert row.rebate == 0.0 and row.captured == pytest.approx(5.75)
-    # cost = min(max(0, 23.75 - 0 / 1) + 0, 18) = 18; surplus = 18 - 18; rho = 18 / 18.
-    assert row.customer_cost == 18.0
-    assert row.consumer_surplus == 0.0
-    assert row.deflation_ratio == 1.0
+    # The default pass-through 0.5 of the platform's share reaches the customer.
+    assert row.rebate == pytest.approx(2.875) and row.captured == pytest.approx(2.875)
+    # Per ELH: bill 23.75 - 2.875 = 20.875; spend 20.875 + 1.00 * 0.05 * 95 = 25.625;
+    # q = 95 / 60; cost = 25.625 / q = 16.184211 = 18 - 2.875 / q (the rebate per ELH).
+    assert row.customer_cost == pytest.approx(25.625 * 60 / 95)
+    assert row.consumer_surplus == pytest.approx(2.875 * 60 / 95)
+    assert row.deflation_ratio == pytest.approx(25.625 * 60 / 95 / 18)
     assert row.delta_mpl_cust is None and row.novelty is None and row.data_price is None
+
+
+def test_without_pass_through_a_robot_without_customer_data_costs_what_humans_do():
+    row = account(accountant(pass_through=0.0), shift(completed=95, errors=5))
+    assert row.rebate == 0.0 and row.captured == pytest.approx(5.75)
+    # bill 23.75, spend 23.75 + 4.75 = 28.5 = 0.30 * 95; per ELH 28.5 * 60 / 95 = 18 = w_h.
+    assert row.customer_cost == pytest.approx(18.0)
+    assert row.consumer_surplus == pytest.approx(0.0, abs=1e-12)
+    assert row.deflation_ratio == pytest.approx(1.0)
 
 
 def test_row_by_hand_without_a_spread_and_with_a_base_fee():
@@ -105,16 +116,35 @@ def test_row_by_hand_without_a_spread_and_with_a_base_fee():
     assert row.prod_parity == pytest.approx(0.5)
     no_spread = (row.s_cust, row.s_plat, row.spread, row.spread_value, row.rebate, row.captured)
     assert no_spread == (0.0,) * 6
-    # cost = min(max(0, 1.5 - 0) + 2.0, 18) = 3.5; surplus = 14.5; rho = 3.5 / 18.
-    assert row.customer_cost == pytest.approx(3.5)
-    assert row.consumer_surplus == pytest.approx(14.5)
-    assert row.deflation_ratio == pytest.approx(3.5 / 18)
+    # bill 1.5 + 2.0 = 3.5; spend 3.5 + 1.00 * 0.25 * 30 = 11 per robot-hour, q = 0.5:
+    # 22 $/ELH, capped at w_h = 18 (the platform absorbs the gap); surplus 0, rho 1.
+    assert row.customer_cost == 18.0
+    assert row.consumer_surplus == 0.0
+    assert row.deflation_ratio == 1.0
 
 
-def test_floor_margin_raises_the_cost_of_a_cheap_robot():
-    row = account(accountant(floor_margin=4.0), shift(completed=30, errors=10))
-    assert row.customer_cost == pytest.approx(4.0)  # max(1.5, 4.0)
-    assert row.deflation_ratio == pytest.approx(4.0 / 18)
+def test_base_fee_and_floor_margin_raise_the_bill_below_the_cap():
+    # The spread shift above: bill 20.875, damage 4.75, q = 95 / 60.
+    fee = account(accountant(base_fee=0.5), shift(completed=95, errors=5))
+    assert fee.customer_cost == pytest.approx((20.875 + 0.5 + 4.75) * 60 / 95)  # 16.5
+    floor = account(accountant(floor_margin=22.0), shift(completed=95, errors=5))
+    assert floor.customer_cost == pytest.approx((22.0 + 4.75) * 60 / 95)  # max(20.875, 22)
+    assert floor.deflation_ratio == pytest.approx(26.75 * 60 / 95 / 18)
+
+
+def test_a_shift_that_completed_nothing_has_empty_price_cells(tmp_path):
+    row = account(accountant(), shift(completed=0, errors=4))
+    assert row.mp_r == 0.0 and row.err_rate == 1.0
+    assert (row.customer_cost, row.consumer_surplus, row.deflation_ratio) == (None,) * 3
+    with LedgerWriter(tmp_path / "economics.csv") as writer:
+        writer.append(row)
+    header, cells = read_rows(tmp_path / "economics.csv")
+    written = dict(zip(header, cells, strict=True))
+    assert [written[c] for c in ("customer_cost", "consumer_surplus", "deflation_ratio")] == [
+        "",
+        "",
+        "",
+    ]
 
 
 def test_delta_mpl_total_is_the_change_of_an_ema_over_three_shifts():
@@ -142,8 +172,9 @@ def test_given_customer_contribution_splits_the_spread():
     # The site's EMA 60 -> 80, so delta_mpl_total = 20 and s_cust = 10 / (20 + 1e-6).
     s_cust = 10.0 / (20.0 + 1e-6)
     assert row.s_cust == pytest.approx(s_cust) and row.s_plat == pytest.approx(1 - s_cust)
-    # w_r = 0.30 * 100 = 30, spread = 12, rebate = s_cust * 12.
-    assert row.rebate == pytest.approx(12 * s_cust)
+    # w_r = 0.30 * 100 = 30, spread = 12, rebate = (s_cust + 0.5 * s_plat) * 12.
+    assert row.rebate == pytest.approx((s_cust + 0.5 * (1 - s_cust)) * 12)
+    assert row.captured == pytest.approx(0.5 * (1 - s_cust) * 12)
     assert row.rebate + row.captured == pytest.approx(row.spread_value)
     assert (row.delta_mpl_cust, row.novelty, row.data_price) == (10.0, -0.3, 1.25)
 
@@ -152,9 +183,10 @@ def test_row_shows_w_h_after_the_shifts_indexer_update():
     acc = accountant(update_every=2, market=20.0)
     first, second = account(acc, shift(95, 5)), account(acc, shift(95, 5), episode=1)
     assert first.w_h == 18.0
-    # The second shift completes the period: (0.1 * 20 + 0.9 * 18) / 1.02.
-    assert second.w_h == pytest.approx(18.2 / 1.02)
-    assert second.spread == pytest.approx(23.75 - 18.2 / 1.02)
+    # The second shift completes the period: 0.1 * 20 + 0.9 * 18 = 18.2, deflated by the
+    # two hours since the first shift: 18.2 / 1.02 ** (2 / 2000).
+    assert second.w_h == pytest.approx(18.2 / 1.02 ** (2 / 2000), rel=1e-15)
+    assert second.spread == pytest.approx(23.75 - second.w_h)
 
 
 def test_bad_input_raises_naming_it_and_changes_nothing():

@@ -30,7 +30,7 @@ CALLS = [
     (sla_target, (10.0,)),
     (contribution_shares, (0.5, 1.0)),
     (allocate_spread, (25.0, 18.0, 1.0, 0.5, 1.0)),
-    (customer_cost, (25.0, 2.0, 1.0, 18.0)),
+    (customer_cost, (25.0, 2.0, 1.0, 18.0, 90.0, 60.0, 0.03, 1.0)),
     (consumer_surplus, (18.0, 12.0)),
     (deflation_ratio, (12.0, 18.0)),
     (data_price, (2.0, 0.3, 0.8, 1000.0)),

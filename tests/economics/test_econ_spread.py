@@ -10,6 +10,7 @@ from v2p.economics import (
     contribution_shares,
     customer_cost,
     deflation_ratio,
+    implied_wage,
 )
 
 
@@ -34,7 +35,10 @@ def test_contribution_shares_vectorised():
 
 
 def test_allocate_spread_by_hand():
-    alloc = allocate_spread(w_r=25.0, w_h=18.0, hours=2.0, delta_mpl_cust=0.7, delta_mpl_total=2.0)
+    # pi = 0 (a platform with no competitor): the split is by contribution alone.
+    alloc = allocate_spread(
+        w_r=25.0, w_h=18.0, hours=2.0, delta_mpl_cust=0.7, delta_mpl_total=2.0, pass_through=0.0
+    )
     assert isinstance(alloc, SpreadAllocation)
     # parity = 25 / 18 = 1.3889 > 1.05, so a spread exists.
     assert alloc.wage_parity == pytest.approx(25 / 18)
@@ -69,7 +73,7 @@ def test_no_spread_branch_reports_all_zero(w_r, w_h, eps_parity):
 
 
 def test_just_above_the_parity_band_there_is_a_spread():
-    alloc = allocate_spread(25.001, 20.0, 1.0, 0.0, 1.0, eps_parity=0.25)
+    alloc = allocate_spread(25.001, 20.0, 1.0, 0.0, 1.0, eps_parity=0.25, pass_through=0.0)
     assert alloc.spread == pytest.approx(5.001)
     assert alloc.s_plat == 1.0 and alloc.captured == pytest.approx(5.001)
 
@@ -81,6 +85,7 @@ def test_allocate_spread_vectorised_over_a_batch_of_shifts():
         hours=np.array([1.0, 1.0, 0.0]),
         delta_mpl_cust=0.0,
         delta_mpl_total=1.0,
+        pass_through=0.0,
     )
     for field in alloc:
         assert isinstance(field, np.ndarray) and field.shape == (3,)
@@ -97,23 +102,84 @@ def test_allocation_fields_are_scalars_for_scalar_inputs():
         assert isinstance(field, float) and not isinstance(field, np.ndarray)
 
 
-def test_customer_cost_branches_by_hand():
-    # Below parity, no rebate: cost = w_r = 10, surplus 8, rho = 10 / 18.
-    assert customer_cost(10.0, 0.0, 1.0, 18.0) == pytest.approx(10.0)
-    # Rebate per hour: 10 - 4 / 2 = 8.
-    assert customer_cost(10.0, 4.0, 2.0, 18.0) == pytest.approx(8.0)
-    # Base fee on top: 8 + 3 = 11.
-    assert customer_cost(10.0, 4.0, 2.0, 18.0, base_fee=3.0) == pytest.approx(11.0)
-    # Floor margin raises it: max(11, 15) = 15; capped at w_h: min(max(11, 20), 18) = 18.
-    assert customer_cost(10.0, 4.0, 2.0, 18.0, base_fee=3.0, floor_margin=15.0) == 15.0
-    assert customer_cost(10.0, 4.0, 2.0, 18.0, base_fee=3.0, floor_margin=20.0) == 18.0
-    # A negative robot wage is charged at 0 (plus the fee).
-    assert customer_cost(-5.0, 0.0, 1.0, 18.0) == 0.0
-    assert customer_cost(-5.0, 0.0, 1.0, 18.0, base_fee=1.0) == pytest.approx(1.0)
-    # hours == 0: R / H is taken as 0 instead of inf.
-    assert customer_cost(10.0, 4.0, 0.0, 18.0) == pytest.approx(10.0)
-    # Above parity, from the hand allocation: 25 - 4.89999755 / 2 = 22.55 -> capped at 18.
-    assert customer_cost(25.0, 4.89999755, 2.0, 18.0) == 18.0
+def test_allocate_spread_pass_through_by_hand():
+    # spread 7 $/hr over 2 h: SV = 14; s_cust = 0.349999825, s_plat = 0.650000175.
+    s_cust, s_plat = 0.7 / 2.000001, 1 - 0.7 / 2.000001
+    for pi in (0.0, 0.5, 1.0):
+        alloc = allocate_spread(25.0, 18.0, 2.0, 0.7, 2.0, pass_through=pi)
+        # R = (s_cust + pi * s_plat) * 14; C = (1 - pi) * s_plat * 14
+        assert alloc.rebate == pytest.approx((s_cust + pi * s_plat) * 14.0, rel=1e-12)
+        assert alloc.captured == pytest.approx((1 - pi) * s_plat * 14.0, rel=1e-12, abs=1e-12)
+    # pi = 0.5: C = 0.5 * 0.650000175 * 14 = 4.550001225; R = 14 - C = 9.449998775.
+    alloc = allocate_spread(25.0, 18.0, 2.0, 0.7, 2.0)  # the default pi
+    assert alloc.captured == pytest.approx(4.550001225, abs=1e-8)
+    assert alloc.rebate == pytest.approx(9.449998775, abs=1e-8)
+    # pi = 1: the platform keeps nothing; the shares are still reported as contributions.
+    alloc = allocate_spread(25.0, 18.0, 2.0, 0.7, 2.0, pass_through=1.0)
+    assert alloc.captured == 0.0 and alloc.rebate == pytest.approx(14.0)
+    assert alloc.s_plat == pytest.approx(0.650000175, abs=1e-9)
+
+
+def test_customer_cost_is_per_effective_labor_hour_by_hand():
+    # MP_h 60, MP_r 90: one robot-hour is q = 1.5 ELH. err 0.03, c_a 1: damage 2.7 $/robot-hr.
+    shift = {"hours": 1.0, "w_h": 18.0, "mp_r": 90.0, "mp_h": 60.0, "err": 0.03}
+    # Bill 25 - 3 = 22; spend 22 + 2.7 = 24.7; per ELH 24.7 / 1.5 = 16.4667.
+    cost = customer_cost(w_r=25.0, rebate=3.0, damage_cost=1.0, **shift)
+    assert cost == pytest.approx(24.7 / 1.5)
+    # No rebate: 25 + 2.7 = 27.7 / 1.5 = 18.4667 -> capped at w_h = 18.
+    assert customer_cost(w_r=25.0, rebate=0.0, damage_cost=1.0, **shift) == 18.0
+    # Base fee on top of the bill: (22 + 3 + 2.7) / 1.5 = 18.4667 -> 18; fee 0.5: 25.2 / 1.5.
+    assert customer_cost(w_r=25.0, rebate=3.0, damage_cost=1.0, base_fee=0.5, **shift) == (
+        pytest.approx(25.2 / 1.5)
+    )
+    # Floor margin raises the bill: max(22, 24) = 24; (24 + 2.7) / 1.5 = 17.8.
+    assert customer_cost(w_r=25.0, rebate=3.0, damage_cost=1.0, floor_margin=24.0, **shift) == (
+        pytest.approx(17.8)
+    )
+    # A negative robot wage is billed at 0; the customer still bears the damage: 2.7 / 1.5.
+    assert customer_cost(w_r=-5.0, rebate=0.0, damage_cost=1.0, **shift) == pytest.approx(1.8)
+    # A two-hour shift: R / H = 4 / 2 = 2; (25 - 2 + 0) / 1.5 = 15.3333 with no damage.
+    two_hours = {**shift, "hours": 2.0}
+    assert customer_cost(w_r=25.0, rebate=4.0, damage_cost=0.0, **two_hours) == (
+        pytest.approx(23.0 / 1.5)
+    )
+    # hours == 0: R / H is taken as 0 instead of inf: 25 / 1.5 = 16.6667.
+    zero_hours = {**shift, "hours": 0.0}
+    assert customer_cost(w_r=25.0, rebate=4.0, damage_cost=0.0, **zero_hours) == (
+        pytest.approx(25.0 / 1.5)
+    )
+
+
+def test_at_defaults_the_customer_gains_its_rebate_per_elh():
+    # p 0.30, MP_h 60: p * MP_h = w_h = 18. MP_r 90, err 0.03, c_a 1: w_r = 27 - 2.7 = 24.3.
+    w_r = implied_wage(90.0, 0.03, 0.30, 1.0)
+    assert w_r == pytest.approx(24.3)
+    args = {"w_r": w_r, "hours": 1.0, "w_h": 18.0, "mp_r": 90.0, "mp_h": 60.0, "err": 0.03}
+    # pi = 0, no customer data: the bill is w_r, spend 24.3 + 2.7 = 27 = p * MP_r, 27 / 1.5 = 18.
+    alloc = allocate_spread(w_r, 18.0, 1.0, 0.0, 1.0, pass_through=0.0)
+    cost = customer_cost(rebate=alloc.rebate, damage_cost=1.0, **args)
+    assert cost == pytest.approx(18.0) and deflation_ratio(cost, 18.0) == pytest.approx(1.0)
+    # pi = 0.5: SV 6.3, R = 3.15; cost = (24.3 - 3.15 + 2.7) / 1.5 = 15.9 = 18 - 3.15 / 1.5.
+    alloc = allocate_spread(w_r, 18.0, 1.0, 0.0, 1.0)
+    assert alloc.rebate == pytest.approx(3.15)
+    cost = customer_cost(rebate=alloc.rebate, damage_cost=1.0, **args)
+    assert cost == pytest.approx(15.9)
+    assert consumer_surplus(18.0, cost) == pytest.approx(3.15 / 1.5)
+    assert deflation_ratio(cost, 18.0) == pytest.approx(15.9 / 18.0)
+
+
+def test_no_work_sold_has_no_cost_surplus_or_rho():
+    args = {"rebate": 0.0, "hours": 1.0, "w_h": 18.0, "mp_h": 60.0, "err": 0.0, "damage_cost": 1.0}
+    cost = customer_cost(w_r=0.0, mp_r=0.0, **args)
+    assert isinstance(cost, float) and np.isnan(cost)
+    assert np.isnan(consumer_surplus(18.0, cost)) and np.isnan(deflation_ratio(cost, 18.0))
+    costs = customer_cost(w_r=np.array([0.0, 24.3]), mp_r=np.array([0.0, 90.0]), **args)
+    assert np.isnan(costs[0]) and costs[1] == pytest.approx(16.2)  # (24.3 + 0) / 1.5
+    surplus = consumer_surplus(18.0, costs)
+    assert isinstance(surplus, np.ndarray) and np.isnan(surplus[0])
+    assert surplus[1] == pytest.approx(18.0 - costs[1])
+    rho = deflation_ratio(costs, 18.0)
+    assert np.isnan(rho[0]) and rho[1] == pytest.approx(costs[1] / 18.0)
 
 
 def test_surplus_and_deflation_ratio_by_hand():

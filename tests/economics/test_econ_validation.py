@@ -22,6 +22,7 @@ from v2p.economics import (
     EconomicParams,
     LinearDriftWage,
     OnlineDataValueEstimator,
+    PIDLagrangian,
     WageIndexer,
     allocate_spread,
     annual_cash_flow,
@@ -40,6 +41,8 @@ from v2p.economics import (
 )
 
 REAL, NONNEG, UNIT, POS = "finite", "finite, >= 0", "finite, in [0, 1]", "finite, > 0"
+# A customer cost: NaN is "no work sold" (ECONOMICS.md section 6), so it passes; inf does not.
+COST = "finite or NaN, >= 0"
 
 
 class Case(NamedTuple):
@@ -86,6 +89,7 @@ CASES: dict[str, Case] = {
             "delta_mpl_total": 1.0,
             "eps": 1e-6,
             "eps_parity": 0.05,
+            "pass_through": 0.5,
         },
         {
             "w_r": REAL,
@@ -95,6 +99,7 @@ CASES: dict[str, Case] = {
             "delta_mpl_total": REAL,
             "eps": NONNEG,
             "eps_parity": NONNEG,
+            "pass_through": UNIT,
         },
     ),
     "customer_cost": Case(
@@ -104,6 +109,10 @@ CASES: dict[str, Case] = {
             "rebate": 2.0,
             "hours": 1.0,
             "w_h": 18.0,
+            "mp_r": 90.0,
+            "mp_h": 60.0,
+            "err": 0.03,
+            "damage_cost": 1.0,
             "base_fee": 1.0,
             "floor_margin": 2.0,
         },
@@ -112,15 +121,19 @@ CASES: dict[str, Case] = {
             "rebate": NONNEG,
             "hours": NONNEG,
             "w_h": NONNEG,
+            "mp_r": NONNEG,
+            "mp_h": POS,
+            "err": UNIT,
+            "damage_cost": NONNEG,
             "base_fee": NONNEG,
             "floor_margin": NONNEG,
         },
     ),
     "consumer_surplus": Case(
-        consumer_surplus, {"w_h": 18.0, "cost": 12.0}, {"w_h": NONNEG, "cost": NONNEG}
+        consumer_surplus, {"w_h": 18.0, "cost": 12.0}, {"w_h": NONNEG, "cost": COST}
     ),
     "deflation_ratio": Case(
-        deflation_ratio, {"cost": 12.0, "w_h": 18.0}, {"cost": NONNEG, "w_h": POS}
+        deflation_ratio, {"cost": 12.0, "w_h": 18.0}, {"cost": COST, "w_h": POS}
     ),
     "data_price": Case(
         data_price,
@@ -174,10 +187,25 @@ CASES: dict[str, Case] = {
         {"err_shift": 0.1, "err_target": 0.06},
         {"err_shift": UNIT, "err_target": UNIT},
     ),
+    "PIDLagrangian": Case(
+        PIDLagrangian,
+        {"lambda_init": 0.0, "k_p": 1.0, "k_i": 20.0, "k_d": 1.0, "ema": 0.5},
+        {"lambda_init": NONNEG, "k_p": NONNEG, "k_i": NONNEG, "k_d": NONNEG, "ema": UNIT},
+    ),
+    "PIDLagrangian.update": Case(
+        lambda **kwargs: PIDLagrangian().update(**kwargs),
+        {"err_shift": 0.1, "err_target": 0.06},
+        {"err_shift": UNIT, "err_target": UNIT},
+    ),
     "WageIndexer": Case(
         lambda **kwargs: WageIndexer(ConstantWage(), **kwargs),
-        {"w_h_init": 18.0, "alpha": 0.1, "inflation": 0.02},
-        {"w_h_init": NONNEG, "alpha": UNIT, "inflation": UNIT},
+        {"w_h_init": 18.0, "alpha": 0.1, "inflation": 0.02, "hours_per_year": 2000.0},
+        {"w_h_init": NONNEG, "alpha": UNIT, "inflation": UNIT, "hours_per_year": POS},
+    ),
+    "WageIndexer.on_shift_end": Case(
+        lambda **kwargs: WageIndexer(ConstantWage()).on_shift_end(**kwargs),
+        {"hours": 1.0},
+        {"hours": NONNEG},
     ),
     "ConstantWage": Case(ConstantWage, {"wage": 18.0}, {"wage": POS}),
     "LinearDriftWage": Case(
@@ -207,6 +235,7 @@ BAD_VALUES = {
     NONNEG: non_finite | negative,
     UNIT: non_finite | negative | above_one,
     POS: non_finite | negative | st.sampled_from([0.0, -0.0]),
+    COST: st.sampled_from([math.inf, -math.inf]) | negative,
 }
 
 
@@ -257,6 +286,8 @@ def test_a_non_number_raises_naming_the_argument(name, arg, value):
         (lambda: fleet_npv(1.0, 1.0, 1.0, 0.5, 0.1), "years"),
         (lambda: ConstantWage().wage(-1), "update_index"),
         (lambda: DualAscent(eta=np.array([0.1, 0.2])), "eta"),
+        (lambda: PIDLagrangian(k_i=np.array([0.1, 0.2])), "k_i"),
+        (lambda: WageIndexer(ConstantWage()).on_shift_end(hours=np.array([1.0, 1.0])), "hours"),
     ],
 )
 def test_integer_and_scalar_arguments(call, arg):
@@ -269,3 +300,10 @@ def test_integer_and_scalar_arguments(call, arg):
 def test_more_errors_than_attempts_raise(attempts, excess):
     with pytest.raises(ValueError, match=r"^errors must be <= attempts"):
         error_rate(attempts + excess, attempts)
+
+
+@pytest.mark.parametrize("cost", [math.nan, np.array([12.0, math.nan])])
+def test_surplus_and_rho_take_a_nan_cost_as_no_work_sold(cost):
+    # NaN is customer_cost's "no work sold"; it passes through, while inf or < 0 still raise.
+    assert np.isnan(consumer_surplus(18.0, cost)).any()
+    assert np.isnan(deflation_ratio(cost, 18.0)).any()

@@ -10,6 +10,7 @@ of :class:`LedgerRow` (:mod:`v2p.economics.ledger_row`); the file is
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 from v2p.economics.labor import error_rate, implied_wage, mpl, profit_rate
@@ -34,6 +35,11 @@ __all__ = [
     "ShiftLabor",
     "shift_labor",
 ]
+
+
+def _cell(value: float) -> float | None:
+    """A ledger cell: None (empty) for NaN, the section-6 "no work sold"."""
+    return None if math.isnan(value) else float(value)
 
 
 class ShiftLabor(NamedTuple):
@@ -72,8 +78,13 @@ class ShiftAccountant:
         mpl_smoothing: weight of the newest shift in the EMA of ``MP_r`` whose change is
             ``delta_mpl_total``, in (0, 1].
         eps_parity: no spread unless ``w_r / w_h > 1 + eps_parity`` (section 5).
-        base_fee: added to the customer's cost [$/hr] (section 6).
-        floor_margin: lower bound on the customer's raw cost [$/hr] (section 6).
+        base_fee: added to the platform's bill per robot-hour [$/hr] (section 6).
+        floor_margin: lower bound on the platform's bill per robot-hour [$/hr] (section 6).
+        pass_through: part of the platform's share of the spread passed on to the customer,
+            ``pi`` in [0, 1] (section 5).
+
+    ``customer_cost`` and ``consumer_surplus`` are per effective labor hour (section 6); a shift
+    that completed nothing sold no work, and those cells and ``deflation_ratio`` are empty.
 
     A row shows ``w_h`` *after* the shift's indexer update: the wage in force at the end of the
     shift, which is also the wage its spread and pricing are computed against. A shift that
@@ -95,6 +106,7 @@ class ShiftAccountant:
         eps_parity: float = 0.05,
         base_fee: float = 0.0,
         floor_margin: float = 0.0,
+        pass_through: float = 0.5,
     ) -> None:
         check_scalar("wage_indexer.w_h", wage_indexer.w_h, gt=0)
         self._indexer = wage_indexer
@@ -102,6 +114,7 @@ class ShiftAccountant:
         self._eps_parity = check_scalar("eps_parity", eps_parity, ge=0)
         self._base_fee = check_scalar("base_fee", base_fee, ge=0)
         self._floor_margin = check_scalar("floor_margin", floor_margin, ge=0)
+        self._pass_through = check_scalar("pass_through", pass_through, ge=0, le=1)
         self._mpl_ema: dict[str, float] = {}  # per source, from its first shift on
 
     @property
@@ -165,7 +178,7 @@ class ShiftAccountant:
             delta_mpl_total = mpl_ema - previous
 
         indexer_before = self._indexer.state_dict()
-        w_h = self._indexer.on_shift_end()
+        w_h = self._indexer.on_shift_end(hours=hours)
         try:
             # Until data sources exist every transition comes from the platform's own sites, so
             # the customer's contribution is zero, not unknown: the split uses 0 while the
@@ -177,12 +190,17 @@ class ShiftAccountant:
                 0.0 if delta_mpl_cust is None else delta_mpl_cust,
                 delta_mpl_total,
                 eps_parity=self._eps_parity,
+                pass_through=self._pass_through,
             )
             cost = customer_cost(
-                labor.w_hat_r,
-                alloc.rebate,
-                hours,
-                w_h,
+                w_r=labor.w_hat_r,
+                rebate=alloc.rebate,
+                hours=hours,
+                w_h=w_h,
+                mp_r=labor.mp_r,
+                mp_h=shift.human_mp,
+                err=labor.err_rate,
+                damage_cost=shift.damage_cost,
                 base_fee=self._base_fee,
                 floor_margin=self._floor_margin,
             )
@@ -219,9 +237,9 @@ class ShiftAccountant:
             spread_value=float(alloc.spread_value),
             rebate=float(alloc.rebate),
             captured=float(alloc.captured),
-            customer_cost=float(cost),
-            consumer_surplus=float(surplus),
-            deflation_ratio=float(rho),
+            customer_cost=_cell(cost),
+            consumer_surplus=_cell(surplus),
+            deflation_ratio=_cell(rho),
             data_price=data_price,
         )
 

@@ -57,9 +57,10 @@ class LedgerRow(NamedTuple):
     spread_value: float  # [$]
     rebate: float  # [$]
     captured: float  # [$]
-    customer_cost: float  # [$/hr]
-    consumer_surplus: float  # [$/hr]
-    deflation_ratio: float  # rho = cost / w_h
+    # Per effective labor hour (section 6); empty where the shift sold no work (MP_r == 0).
+    customer_cost: float | None  # [$/ELH]
+    consumer_surplus: float | None  # [$/ELH]
+    deflation_ratio: float | None  # rho = cost / w_h
     data_price: float | None  # non-sharing premium quoted for the shift's data [$]
 
     def columns(self) -> dict[str, int | float | str | None]:
