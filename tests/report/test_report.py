@@ -54,9 +54,14 @@ def counts(completed: int, errors: int = 3, hours: float = 1.0) -> ShiftCounts:
     )
 
 
-def accounted(completed: list[int], delta_mpl_cust: float | None = None) -> list[LedgerRow]:
+def accounted(
+    completed: list[int], delta_mpl_cust: float | None = None, pass_through: float = 0.5
+) -> list[LedgerRow]:
     """Real ledger rows of shifts with these completed counts (3 errors each, w_h 18 $/hr)."""
-    acc = ShiftAccountant(WageIndexer(ConstantWage(18.0), w_h_init=18.0, update_every=100))
+    acc = ShiftAccountant(
+        WageIndexer(ConstantWage(18.0), w_h_init=18.0, update_every=100),
+        pass_through=pass_through,
+    )
     return [
         acc.account(
             counts(c),
@@ -256,6 +261,20 @@ def test_guarantees_tolerate_rounding_but_not_more(tmp_path: Path) -> None:
     assert report["split_adds_up"].failing_episodes == (i,)
 
 
+def test_shifts_that_sold_no_work_are_unpriced_and_pass(tmp_path: Path) -> None:
+    # Section 6: MP_r = 0 leaves cost, surplus and rho empty; the price checks skip such a row,
+    # and a row left empty although work was sold fails the check of its own.
+    rows = accounted([0, *improving(9)])
+    assert rows[0].customer_cost is None and rows[0].deflation_ratio is None
+    report = check_guarantees(read_ledger(write_ledger(tmp_path / "economics.csv", rows)))
+    assert report.ok and report["cost_at_most_w_h"].checked == 9
+    assert report["priced_where_work_was_sold"].checked == 10
+    rows[3] = rows[3]._replace(customer_cost=None)
+    report = check_guarantees(read_ledger(write_ledger(tmp_path / "bad.csv", rows)))
+    assert report["priced_where_work_was_sold"].failing_episodes == (3,)
+    assert deflation_trend(read_ledger(tmp_path / "economics.csv")).n == 9
+
+
 # ---------------------------------------------------------------------------- cash flows
 
 
@@ -367,18 +386,24 @@ def test_deflation_trend_is_negative_on_a_planted_deflating_run(tmp_path: Path) 
     assert trend.slope_low < -0.0025 < trend.slope_high
 
 
-def test_accounted_improving_run_has_rho_capped_at_one_whenever_a_spread_exists(
+def test_accounted_improving_run_deflates_once_rebates_reach_the_customer(
     tmp_path: Path,
 ) -> None:
-    # The spec observation the summary reports: under sections 5-6, cost = w_h whenever a
-    # spread exists, whatever s_cust, so rho rises towards 1 as the robot improves.
+    # Sections 5-6 as amended: priced per effective labor hour, with a pass-through, the
+    # customer's surplus above parity is its rebate per ELH, so rho falls as the robot improves.
     for cust in (None, 0.5):
         rows = accounted(improving(60), delta_mpl_cust=cust)
         ledger = read_ledger(write_ledger(tmp_path / f"{cust}" / "economics.csv", rows))
         capped, with_spread = spread_capped_shifts(ledger)
-        assert 0 < with_spread < len(ledger) and capped == with_spread
-        assert np.all(ledger["consumer_surplus"][ledger["spread"] > 0] == 0)
-        assert deflation_trend(ledger).slope_low > 0
+        assert 0 < with_spread < len(ledger) and capped == 0
+        assert np.all(ledger["consumer_surplus"][ledger["spread"] > 0] > 0)
+        assert deflation_trend(ledger).slope_high < 0
+    # pi = 0 and no customer data: nothing reaches the customer, who pays what humans would
+    # cost (rho = 1) on every shift with a spread.
+    rows = accounted(improving(60), pass_through=0.0)
+    ledger = read_ledger(write_ledger(tmp_path / "monopoly" / "economics.csv", rows))
+    capped, with_spread = spread_capped_shifts(ledger)
+    assert 0 < with_spread and capped == with_spread
 
 
 # ---------------------------------------------------------------------------- the report
@@ -409,11 +434,9 @@ def test_cli_writes_figures_and_summary_for_one_log_dir(
     assert "3 robot(s), 2000 hr/yr, 5 years at a discount rate of 8.0%" in markdown
     ledger = read_ledger(run / "economics.csv")
     capped, with_spread = spread_capped_shifts(ledger)
-    rho_one = int((ledger["deflation_ratio"] == 1.0).sum())
-    assert (
-        f"ρ = 1 on {rho_one} of 60 shifts, {capped} of the {with_spread} with a spread" in markdown
-    )
-    assert "ρ trends **up**" in markdown
+    assert capped == 0 and with_spread > 0  # the pass-through reaches the customer
+    assert "ρ = 1 on" not in markdown
+    assert "ρ trends **down**" in markdown
 
 
 def test_cli_writes_one_report_for_two_log_dirs_side_by_side(

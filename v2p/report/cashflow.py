@@ -223,8 +223,13 @@ def linear_trend(x: ArrayLike, y: ArrayLike, confidence: float = 0.95) -> Linear
 
 
 def deflation_trend(ledger: Ledger, confidence: float = 0.95) -> LinearTrend:
-    """Trend of the deflation ratio ``rho`` over episodes (section 9.4), per shift."""
-    return linear_trend(ledger["episode"], ledger["deflation_ratio"], confidence)
+    """Trend of the deflation ratio ``rho`` over episodes (section 9.4), per shift.
+
+    Shifts that sold no work (an empty ``rho``, section 6) are left out of the fit.
+    """
+    rho = ledger["deflation_ratio"]
+    sold = ~np.isnan(rho)
+    return linear_trend(ledger["episode"][sold], rho[sold], confidence)
 
 
 def t_quantile(p: float, df: float) -> float:

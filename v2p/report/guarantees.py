@@ -72,6 +72,11 @@ def check_guarantees(ledger: Ledger, *, atol: float = ATOL, rtol: float = RTOL) 
         return np.abs(a - b) > atol + rtol * np.maximum(np.abs(a), np.abs(b))
 
     every_row = np.ones(len(g), dtype=bool)
+    # Cost, surplus and rho are empty (NaN) where a shift sold no work (section 6): nothing to
+    # check there, and the count of checked rows says so.
+    sold = ~np.isnan(g["customer_cost"])
+    prices = ("customer_cost", "consumer_surplus", "deflation_ratio")
+    priced = np.stack([~np.isnan(g[c]) for c in prices])  # (3, rows)
     has_spread = g["spread"] > 0
     shares = np.stack([g["s_cust"], g["s_plat"]])  # (2, rows)
     split = np.stack([g[c] for c in ("s_cust", "s_plat", "spread_value", "rebate", "captured")])
@@ -83,14 +88,14 @@ def check_guarantees(ledger: Ledger, *, atol: float = ATOL, rtol: float = RTOL) 
             "surplus_non_negative",
             "9.1",
             "consumer surplus >= 0",
-            every_row,
+            ~np.isnan(g["consumer_surplus"]),
             g["consumer_surplus"] < -atol,
         ),
         (
             "cost_at_most_w_h",
             "9.1",
             "customer cost <= w_h",
-            every_row,
+            sold,
             g["customer_cost"] > g["w_h"] + atol + rtol * np.abs(g["w_h"]),
         ),
         (
@@ -125,8 +130,15 @@ def check_guarantees(ledger: Ledger, *, atol: float = ATOL, rtol: float = RTOL) 
             "rho_at_most_one",
             "9.4",
             "deflation ratio <= 1",
-            every_row,
+            ~np.isnan(g["deflation_ratio"]),
             g["deflation_ratio"] > 1 + atol,
+        ),
+        (
+            "priced_where_work_was_sold",
+            "6",
+            "cost, surplus and rho empty exactly where MP_r = 0",
+            every_row,
+            np.any(priced != (g["mp_r"] > 0), axis=0),
         ),
         (
             "episodes_consecutive",

@@ -58,7 +58,8 @@ class ReportFiles(NamedTuple):
 
 def analyse(ledger: Ledger, options: CashFlowOptions) -> RunAnalysis:
     """Guarantees (section 9), fleet NPV (section 8) and rho trend (section 9.4) of a ledger."""
-    trend = deflation_trend(ledger) if len(ledger) >= 3 else None
+    sold = int((~np.isnan(ledger["deflation_ratio"])).sum())  # rho is empty where none sold
+    trend = deflation_trend(ledger) if sold >= 3 else None
     return RunAnalysis(ledger, check_guarantees(ledger), npv_estimate(ledger, options), trend)
 
 
@@ -123,8 +124,10 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 def spread_capped_shifts(ledger: Ledger) -> tuple[int, int]:
     """``(capped, with_spread)``: shifts with a spread, and how many of them have ``rho == 1``.
 
-    Sections 5 and 6 make these equal: with a spread, ``raw = w_r - s_cust * (w_r - w_h)``
-    which is ``>= w_h`` for ``s_cust <= 1``, so ``cost = min(raw, w_h) = w_h``.
+    Under sections 5 and 6 as amended 2026-12-01 (cost per effective labor hour, pass-through
+    ``pi``), a spread gives ``rho < 1`` unless nothing of it reaches the customer (``pi = 0``
+    and no customer data: ``cost = p * MP_h``, which is ``w_h`` at the defaults) or a base fee
+    or floor margin lifts the bill to the cap.
     """
     with_spread = ledger["spread"] > 0
     capped = with_spread & (ledger["deflation_ratio"] >= 1.0 - _RHO_CAPPED_TOL)
@@ -190,9 +193,10 @@ def _trend_sentence(run: RunAnalysis) -> str:
         with_surplus = int((g["consumer_surplus"] > 0).sum())
         sentence += (
             f" ρ = 1 on {rho_one} of {len(g)} shifts, {capped} of the {with_spread} with a "
-            "spread among them: where a spread exists, section 6 caps the cost at w_h "
-            "(cost = w_r − s_cust·(w_r − w_h) ≥ w_h), so consumer surplus is 0 there; surplus "
-            f"appears only below parity (on {with_surplus} shifts here)."
+            "spread among them: there the cost per effective labor hour is capped at w_h "
+            "(section 6), because no rebate reached the customer (pass-through 0 and no "
+            "customer data) or a base fee or floor margin lifted the bill; consumer surplus "
+            f"is positive on {with_surplus} shifts here."
         )
     return sentence
 
