@@ -162,7 +162,10 @@ def test_ledger_rows_and_econ_metrics(tmp_path):
     assert [float(r["lambda"]) for r in rows[:4]] == [0.01, 0.01, 0.011, 0.01]
     assert all(r["delta_mpl_cust"] == r["novelty"] == r["data_price"] == "" for r in rows)
     # update_every=3: the third shift reads market wage 18 (no change), the sixth reads 19.
-    assert float(rows[5]["w_h"]) == pytest.approx((0.1 * 19 + 0.9 * 18 / 1.02) / 1.02)
+    # The smoothed wage is nominal, 0.1 * 19 + 0.9 * 18 = 18.1, deflated by the hours of the six
+    # shifts so far at 2,000 hr/yr (ECONOMICS.md section 4 as amended 2026-12-01).
+    elapsed = sum(float(r["hours"]) for r in rows[:6])
+    assert float(rows[5]["w_h"]) == pytest.approx(18.1 / 1.02 ** (elapsed / 2000), rel=1e-12)
 
     logged = [m for m in metrics(t) if m.get("econ/wage_parity")]
     # One log per batch that finished shifts (3 of 4 per epoch), of its last row.
@@ -332,7 +335,13 @@ class BroadcastStub:
 def test_state_is_gathered_from_every_rank_and_each_rank_restores_its_own(tmp_path):
     rank1 = {
         "accountant": {
-            "indexer": {"shift_count": 7, "update_index": 2, "w_h": 17.5},
+            "indexer": {
+                "shift_count": 7,
+                "update_index": 2,
+                "w_h": 17.5,
+                "w_smooth": 17.6,
+                "elapsed_hours": 7.0,
+            },
             "mpl_ema": {"platform": 81.0},
         },
         "shifts": 7,
