@@ -394,3 +394,15 @@ def test_state_is_gathered_from_every_rank_and_each_rank_restores_its_own(tmp_pa
 def test_bad_kwargs_raise_naming_the_argument(kwargs, name):
     with pytest.raises(ValueError, match=name):
         EconomicsCallback(**kwargs)
+
+
+def test_a_ledger_priced_before_the_amendments_is_not_continued_under_the_new_pricing(tmp_path):
+    cb = EconomicsCallback()
+    cb.setup(stub_trainer(tmp_path), None, "fit")
+    state = cb.state_dict()
+    indexer = state["ranks"][0]["accountant"]["indexer"]
+    del indexer["w_smooth"], indexer["elapsed_hours"]  # as checkpoints wrote it before
+    fresh = EconomicsCallback()
+    fresh.setup(stub_trainer(tmp_path), None, "fit")
+    with pytest.raises(ValueError, match="priced before the economics amendments of 2026-12-01"):
+        fresh.load_state_dict(state)

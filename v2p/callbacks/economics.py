@@ -62,14 +62,19 @@ class EconomicsCallback(Callback):
             a constant market wage of ``w_h_init``.
         w_h_init: starting human wage benchmark [$/hr], > 0.
         alpha: smoothing weight of the market wage at each indexer update, in [0, 1].
-        inflation_adj: divide the smoothed wage by ``1 + inflation`` at each update.
-        inflation: inflation applied per indexer update, in [0, 1].
+        inflation_adj: deflate the smoothed (nominal) wage by the inflation of the time elapsed
+            since the run's first shift (section 4).
+        inflation: annual inflation, in [0, 1].
         update_every: finished shifts per indexer update, >= 1.
         mpl_smoothing: EMA weight of the newest shift's ``MP_r`` in the smoothed MPL whose change
             is ``delta_mpl_total``, in (0, 1].
         eps_parity: no spread unless wage parity > ``1 + eps_parity`` (section 5), >= 0.
-        base_fee: added to the customer's cost [$/hr] (section 6), >= 0.
-        floor_margin: lower bound on the customer's raw cost [$/hr] (section 6), >= 0.
+        base_fee: added to the platform's bill [$ per robot-hour] (section 6), >= 0.
+        floor_margin: lower bound on the platform's bill [$ per robot-hour] (section 6), >= 0.
+        pass_through: ``pi``, the part of the platform's share of the spread that competition
+            passes on to customers (section 5), in [0, 1]; 0 models a platform with no
+            competitor.
+        hours_per_year: ledger hours in a year, the clock of the inflation adjustment.
         convergence_window: evaluations whose wage parities must agree, >= 1.
         convergence_tol: relative band around their mean the wage parities must lie in, >= 0.
         min_prod_parity: productivity parity the latest evaluation must reach, >= 0.
@@ -121,6 +126,8 @@ class EconomicsCallback(Callback):
         eps_parity: float = 0.05,
         base_fee: float = 0.0,
         floor_margin: float = 0.0,
+        pass_through: float = 0.5,
+        hours_per_year: float = 2000.0,
         convergence_window: int = 5,
         convergence_tol: float = 0.05,
         min_prod_parity: float = 0.95,
@@ -155,9 +162,11 @@ class EconomicsCallback(Callback):
         self.min_prod_parity = check_scalar("min_prod_parity", min_prod_parity, ge=0)
         self.ledger_name = ledger_name
         # The indexer and accountant check their own arguments, each by the name used here.
-        indexer = WageIndexer(market_wage, w_h_init, alpha, inflation_adj, inflation, update_every)
+        indexer = WageIndexer(
+            market_wage, w_h_init, alpha, inflation_adj, inflation, update_every, hours_per_year
+        )
         self._accountant = ShiftAccountant(
-            indexer, mpl_smoothing, eps_parity, base_fee, floor_margin
+            indexer, mpl_smoothing, eps_parity, base_fee, floor_margin, pass_through
         )
 
         self._shifts = 0  # shifts accounted so far = the next row's episode index
@@ -473,6 +482,14 @@ class EconomicsCallback(Callback):
                 f"resuming on {world_size} would split shifts across ledgers differently"
             )
         state = state_dict["ranks"][rank]
+        if "w_smooth" not in state["accountant"]["indexer"]:
+            raise ValueError(
+                "the checkpoint's ledger was priced before the economics amendments of "
+                "2026-12-01 (customer cost per robot-hour, no pass-through, a wage index that "
+                "compounded inflation into its state); its rows cannot be continued under the "
+                "new pricing without mixing two definitions in one column. Start a new run (the "
+                "weights can start from it: model.init_args.encoder_ckpt takes its encoder)"
+            )
         self._accountant.load_state_dict(state["accountant"])
         self._shifts = check_int("state['shifts']", state["shifts"], ge=0)
         self._ledger_rows = check_int("state['ledger_rows']", state["ledger_rows"], ge=0)

@@ -16,16 +16,23 @@ from torch import nn
 from torch.nn import functional as F
 
 from v2p.contracts import EpisodeRecord
-from v2p.economics import DualAscent, error_rate, sla_target
+from v2p.economics import PIDLagrangian, error_rate, sla_target
 from v2p.validation import check_int, check_scalar
 
 
 class ShiftConstraint(nn.Module):
     """The service level ``err <= e*``, enforced by a Lagrange multiplier per finished shift.
 
+    The multiplier is a PID Lagrangian (ECONOMICS.md section 3 as amended 2026-12-01, Stooke et
+    al. 2020): :class:`~v2p.economics.PIDLagrangian`; with ``lambda_kp = lambda_kd = 0`` it is
+    plain dual ascent with step ``dual_lr``, which is what the shipped configs run: gains that
+    hold the target on both the binding state task and the physics task are not measured yet.
+
     Args:
         lambda_init: the multiplier's start.
-        dual_lr: the dual-ascent rate ``eta``.
+        dual_lr: the integral gain ``K_i`` (the dual-ascent step ``eta``).
+        lambda_kp, lambda_kd: the proportional and derivative gains ``K_p``, ``K_d``.
+        lambda_ema: weight of the newest shift's gap in its EMA ``g_s``, in [0, 1].
         err_target_init, err_target_final, curriculum_episodes: the error-target curriculum.
     """
 
@@ -36,12 +43,17 @@ class ShiftConstraint(nn.Module):
         err_target_init: float = 0.10,
         err_target_final: float = 0.06,
         curriculum_episodes: int = 600,
+        lambda_kp: float = 0.0,
+        lambda_kd: float = 0.0,
+        lambda_ema: float = 1.0,
     ) -> None:
         super().__init__()
         self.err_target_init = check_scalar("err_target_init", err_target_init, ge=0, le=1)
         self.err_target_final = check_scalar("err_target_final", err_target_final, ge=0, le=1)
         self.curriculum_episodes = check_int("curriculum_episodes", curriculum_episodes, ge=0)
-        self.dual = DualAscent(lambda_init=lambda_init, eta=dual_lr)
+        self.dual = PIDLagrangian(
+            lambda_init=lambda_init, k_p=lambda_kp, k_i=dual_lr, k_d=lambda_kd, ema=lambda_ema
+        )
         self.shifts_seen = 0
         self.register_buffer("lagrange", torch.tensor(float(lambda_init)))
         self.register_buffer("err_target", torch.tensor(float(err_target_init)))

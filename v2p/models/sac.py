@@ -106,8 +106,9 @@ class SACModule(L.LightningModule):
         init_alpha: initial entropy temperature.
         target_entropy: entropy target; None = -action_dim (SAC paper).
         reward_scale: multiplies the (penalised) reward; profit is O(10) $/hr.
-        lambda_init, dual_lr, err_target_init, err_target_final, curriculum_episodes: the
-            quality constraint (:class:`~v2p.models.constraint.ShiftConstraint`).
+        lambda_init, dual_lr, lambda_kp, lambda_kd, lambda_ema, err_target_init,
+            err_target_final, curriculum_episodes: the quality constraint, a PID Lagrangian
+            (:class:`~v2p.models.constraint.ShiftConstraint`).
         finite_check_every: updates between checks that the losses are finite (a host sync).
         compile_update: run the SAC losses (encoder, actor, critics) through ``torch.compile``;
             the first updates are slower while it compiles. Off by default.
@@ -153,6 +154,9 @@ class SACModule(L.LightningModule):
         err_target_init: float = 0.10,
         err_target_final: float = 0.06,
         curriculum_episodes: int = 600,
+        lambda_kp: float = 0.0,
+        lambda_kd: float = 0.0,
+        lambda_ema: float = 1.0,
         finite_check_every: int = 100,
         compile_update: bool = False,
         compile_mode: str = "default",
@@ -221,7 +225,14 @@ class SACModule(L.LightningModule):
         self.log_alpha = torch.nn.Parameter(torch.tensor(float(np.log(init_alpha))))
         self.target_entropy = -float(action_dim) if target_entropy is None else target_entropy
         self.constraint = ShiftConstraint(
-            lambda_init, dual_lr, err_target_init, err_target_final, curriculum_episodes
+            lambda_init,
+            dual_lr,
+            err_target_init,
+            err_target_final,
+            curriculum_episodes,
+            lambda_kp,
+            lambda_kd,
+            lambda_ema,
         )
         self.register_buffer("_nonfinite", torch.tensor(False), persistent=False)
         # Compiled lazily by the first update; dynamic=False: every batch has the same shape.

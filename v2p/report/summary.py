@@ -24,6 +24,7 @@ from v2p.report.cashflow import (
     deflation_trend,
     npv_estimate,
 )
+from v2p.report.deflation import deflation_by_source, mechanism_sentence
 from v2p.report.guarantees import GuaranteeReport, check_guarantees
 from v2p.report.ledger_io import Ledger, read_ledger
 from v2p.report.plots import FIGURE_NAMES, write_figures
@@ -311,9 +312,15 @@ def render_summary(
     ]
     lines += _table(["", *labels], trend_rows)
     lines += [""] + [f"- {_trend_sentence(run)}" for run in runs]
+    lines += ["", "Per source, and what moved ρ (module `v2p.report.deflation`):", ""]
+    for run in runs:
+        prefix = f"**{run.label}**, " if len(runs) > 1 else ""
+        lines += [f"- {prefix}{mechanism_sentence(e)}" for e in deflation_by_source(run.ledger)]
     lines += [
         "",
-        "Least squares of ρ on episode, exact Student-t quantile (n − 2 d.f.). It assumes "
+        "ρ = 1 − (customer-data rebates + pass-through) / (H · q · w_h) − price term, per "
+        "shift; each mechanism's share is its term's slope over ρ's. Least squares of ρ on "
+        "episode, exact Student-t quantile (n − 2 d.f.). It assumes "
         "independent shifts; a learning run's shifts are correlated, so the true uncertainty "
         "is wider.",
     ]
