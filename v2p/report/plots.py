@@ -178,7 +178,10 @@ def plot_customer(ledgers: Sequence[Ledger], path: str | os.PathLike[str]) -> Pa
         ax.fill_between(
             x, cost, w_h, where=w_h > cost, color=color, alpha=0.3, label="consumer surplus"
         )
-        ax.set(ylabel="[$/hr]", title=f"{g.label}: customer cost vs the human wage")
+        ax.set(
+            ylabel="[$ per effective labor hour]",
+            title=f"{g.label}: customer cost per effective labor hour vs the human wage",
+        )
         ax.legend(fontsize="small")
         ax.grid(alpha=0.3)
     axes[-1].set_xlabel(SHIFT_AXIS)

@@ -137,7 +137,9 @@ def spread_capped_shifts(ledger: Ledger) -> tuple[int, int]:
 
 def _headline_rows(runs: Sequence[RunAnalysis]) -> list[list[str]]:
     def last(run: RunAnalysis, column: str) -> float:
-        return float(np.mean(run.ledger[column][-HEADLINE_WINDOW:]))
+        values = run.ledger[column][-HEADLINE_WINDOW:]
+        values = values[np.isfinite(values)]  # the price cells of shifts that sold no work
+        return float(values.mean()) if values.size else float("nan")
 
     rows: list[tuple[str, Callable[[RunAnalysis], str]]] = [
         ("shifts (episodes)", lambda r: f"{len(r.ledger)} ({_episode_range(r.ledger)})"),
@@ -161,7 +163,10 @@ def _headline_rows(runs: Sequence[RunAnalysis]) -> list[list[str]]:
             "captured by the platform, total [$]",
             lambda r: _money(float(r.ledger["captured"].sum())),
         ),
-        ("consumer surplus, mean [$/hr]", lambda r: _money(last(r, "consumer_surplus"))),
+        (
+            "consumer surplus [$ per effective labor hour]",
+            lambda r: _money(last(r, "consumer_surplus")),
+        ),
         ("deflation ratio ρ", lambda r: _ratio(last(r, "deflation_ratio"))),
     ]
     return [[name, *(cell(run) for run in runs)] for name, cell in rows]
