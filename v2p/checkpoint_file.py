@@ -1,11 +1,11 @@
 """Reading checkpoint files without running code from them.
 
-``torch.load(weights_only=False)`` unpickles arbitrary objects, so a crafted ``.ckpt`` runs its
-payload on load; V2P's checkpoints hold only tensors and plain python values (every state V2P
-writes is converted to those), so every file is read with ``weights_only=True``. Checkpoints
-paths often come from someone else (a pretrained encoder, a novelty model), and a file that
-needs more is refused, never loaded unsafely: the messages here never advise
-``weights_only=False``, which is what torch's own messages suggest.
+``torch.load`` with weights-only loading turned off unpickles arbitrary objects, so a crafted
+``.ckpt`` runs its payload on load. V2P's checkpoints hold only tensors and plain python values
+(every state V2P writes is converted to those), so every file is read with
+``weights_only=True``. Checkpoint paths often come from someone else (a pretrained encoder, a
+novelty model), and a file that needs more is refused, never loaded unsafely: the messages here
+never advise turning weights-only loading off, which is what torch's own messages suggest.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ _REFUSED_GLOBAL = re.compile(
 
 def unreadable_checkpoint(path: str, error: BaseException, what: str = "checkpoint") -> ValueError:
     """A clear error for a file ``torch.load(weights_only=True)`` could not read, without
-    torch's advice to load it unsafely (``weights_only=False`` runs the code the file holds)."""
+    torch's advice to load it unsafely (which would run the code the file holds)."""
     refused = _REFUSED_GLOBAL.search(str(error))
     if refused is not None:
         return ValueError(
