@@ -337,7 +337,7 @@ class SACModule(L.LightningModule):
             z_scored = scoring.scored(z_actor)
             fit = None
             if scoring.online:
-                source = batch.sample.source[: self.hparams.novelty_batch]
+                source = batch.sample.source[: scoring.batch]
                 novelty_loss, fit = scoring.online_loss(z_scored, source)
                 total = total + novelty_loss
 
