@@ -286,7 +286,9 @@ def bench_video(seeds: list[int], steps: int, overrides: list[str], keep: str | 
     return lines
 
 
-def bench_constrained(seeds: list[int], steps: int, plot: Path, dual_lr: float) -> list[str]:
+def bench_constrained(
+    seeds: list[int], steps: int, plot: Path, dual_lr: float, extra: Sequence[str] = ()
+) -> list[str]:
     env_kwargs = "{damage_cost: 0.0}"
     target = 0.06
     params = DishwashingParams(damage_cost=0.0)
@@ -299,6 +301,7 @@ def bench_constrained(seeds: list[int], steps: int, plot: Path, dual_lr: float) 
         f"--model.init_args.err_target_final={target}",
         "--model.init_args.curriculum_episodes=50",
         f"--model.init_args.dual_lr={dual_lr}",
+        *extra,  # e.g. the PID gains: --model.init_args.lambda_kp=...
     ]
     lines = [
         f"Task: damage_cost=0 (breakage is free, only the service level stops careless work); "
@@ -379,7 +382,8 @@ def main() -> None:
             overrides = [*env_step_budget(VIDEO_CONFIG, args.steps), *overrides]
         lines = bench_video(args.seeds, args.steps or 50_000, overrides, args.keep)
     else:
-        lines = bench_constrained(args.seeds, args.steps or 20_000, Path(args.plot), args.dual_lr)
+        steps = args.steps or 20_000
+        lines = bench_constrained(args.seeds, steps, Path(args.plot), args.dual_lr, overrides)
     print("\n".join(lines))
 
 
