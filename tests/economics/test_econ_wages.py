@@ -221,3 +221,11 @@ def test_indexer_rejects_a_bad_value_from_a_user_source():
     assert indexer.shift_count == 0 and indexer.w_h == 18.0 and indexer.elapsed_hours == 0.0
     with pytest.raises(ValueError, match=r"^hours must be"):
         WageIndexer(ConstantWage()).on_shift_end(hours=-1.0)
+
+
+def test_market_history_lists_the_market_wage_each_update_read():
+    indexer = WageIndexer(LinearDriftWage(18.0, 0.5), w_h_init=18.0, update_every=3)
+    for _ in range(7):
+        indexer.on_shift_end()
+    # Updates at shifts 2 and 5 (0-based) read updates 0 and 1 of the drift.
+    assert indexer.market_history() == [(2, 18.0), (5, 18.5)]

@@ -78,3 +78,13 @@ def test_with_no_rebate_and_no_pass_through_nothing_moves_rho(tmp_path):
     assert entry.capped == entry.shifts  # the cap holds every cost at w_h
     sentence = mechanism_sentence(entry)
     assert "nothing moved it" in sentence and "the cap held the cost at w_h" in sentence
+
+
+def test_the_report_plots_the_market_wage_beside_the_index_when_it_is_known(tmp_path):
+    from v2p.report.summary import write_report
+
+    ledger_of(tmp_path, 0.5, None)
+    files = write_report([tmp_path / "economics.csv"], tmp_path, markets=[[(9, 18.0), (19, 18.4)]])
+    assert files.figures["wages"].stat().st_size > 0
+    with pytest.raises(ValueError, match="zip"):  # one market series per ledger
+        write_report([tmp_path / "economics.csv"], tmp_path, markets=[None, None])

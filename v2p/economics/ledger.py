@@ -123,6 +123,11 @@ class ShiftAccountant:
         return self._indexer.w_h
 
     @property
+    def wage_indexer(self) -> WageIndexer:
+        """The human wage benchmark's indexer (read only: the accountant advances it)."""
+        return self._indexer
+
+    @property
     def mpl_ema(self) -> dict[str, float]:
         """The smoothed ``MP_r`` [units/hr] of each source that finished a shift."""
         return dict(self._mpl_ema)

@@ -254,6 +254,16 @@ class WageIndexer:
         self._elapsed_hours = elapsed_hours
         return self._w_h
 
+    def market_history(self) -> list[tuple[int, float]]:
+        """``(shift, market wage)`` of every update so far: the 0-based index of the shift that
+        made the update, and the market wage [$/hr] the update read (for the report's plot of
+        the index against the market; the source is read again, as it is a function of the
+        update index)."""
+        return [
+            ((k + 1) * self._update_every - 1, float(self._source.wage(k)))
+            for k in range(self._update_index)
+        ]
+
     def state_dict(self) -> dict[str, Any]:
         """Plain python numbers, so the state pickles into a checkpoint."""
         return {

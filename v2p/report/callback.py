@@ -74,7 +74,8 @@ class EconomicsReport(Callback):
                 log.warning("EconomicsReport: no economics ledger was opened; no report written")
                 continue
             try:
-                files = write_report([ledger], ledger.parent, self.options)
+                market = economics.accountant.wage_indexer.market_history()
+                files = write_report([ledger], ledger.parent, self.options, [market])
             except NoShiftsError as exc:
                 log.warning("EconomicsReport: %s; no report written", exc)
                 continue

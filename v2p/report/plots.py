@@ -70,14 +70,37 @@ def _color(k: int) -> str:
     return f"C{k % 10}"
 
 
-def plot_wages(ledgers: Sequence[Ledger], path: str | os.PathLike[str]) -> Path:
-    """Robot implied wage against the indexed human wage, and wage parity (sections 1, 4)."""
+def plot_wages(
+    ledgers: Sequence[Ledger],
+    path: str | os.PathLike[str],
+    markets: Sequence[Sequence[tuple[int, float]] | None] | None = None,
+) -> Path:
+    """Robot implied wage against the indexed human wage, and wage parity (sections 1, 4).
+
+    ``markets``, per ledger, the market wage each indexer update read, as ``(shift, wage)``
+    (:meth:`~v2p.economics.WageIndexer.market_history`), drawn as steps beside the index; a
+    ledger read on its own does not know its market wage (None).
+    """
     fig = Figure(figsize=(9, 6.5), layout="constrained")
     wage_ax, parity_ax = fig.subplots(2, 1, sharex=True)
-    for k, g in enumerate(ledgers):
+    markets = markets or [None] * len(ledgers)
+    for k, (g, market) in enumerate(zip(ledgers, markets, strict=True)):
         x, color = g["episode"], _color(k)
         _noisy(wage_ax, x, g["w_hat_r"], color, f"{g.label}: robot wage w_r")
         wage_ax.plot(x, g["w_h"], color=color, linestyle="--", label=f"{g.label}: human wage w_h")
+        if market:
+            shifts, wages = zip(*market, strict=True)
+            # Each update's wage holds until the next one, the last until the ledger ends.
+            shifts, wages = [*shifts, int(x[-1])], [*wages, wages[-1]]
+            wage_ax.step(
+                shifts,
+                wages,
+                where="post",
+                color=color,
+                linestyle=":",
+                linewidth=1.2,
+                label=f"{g.label}: market wage (read at each index update)",
+            )
         _noisy(parity_ax, x, g["wage_parity"], color, f"{g.label}: w_r / w_h")
     parity_ax.axhline(1.0, color="black", linewidth=0.8, linestyle=":", label="parity")
     wage_ax.set(ylabel="wage [$/hr]", title="Robot implied wage vs the human wage benchmark")
@@ -265,12 +288,13 @@ def write_figures(
     estimates: Sequence[NPVEstimate],
     options: CashFlowOptions,
     out_dir: str | os.PathLike[str],
+    markets: Sequence[Sequence[tuple[int, float]] | None] | None = None,
 ) -> dict[str, Path]:
     """Every figure of the report into ``out_dir``, keyed by :data:`FIGURE_NAMES`."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files = {
-        "wages": plot_wages(ledgers, out / figure_file("wages")),
+        "wages": plot_wages(ledgers, out / figure_file("wages"), markets),
         "errors": plot_errors(ledgers, out / figure_file("errors")),
         "profit": plot_profit(ledgers, out / figure_file("profit")),
         "spread": plot_spread(ledgers, out / figure_file("spread")),

@@ -84,8 +84,12 @@ def write_report(
     ledger_paths: Sequence[str | os.PathLike[str]],
     out_dir: str | os.PathLike[str],
     options: CashFlowOptions | None = None,
+    markets: Sequence[Sequence[tuple[int, float]] | None] | None = None,
 ) -> ReportFiles:
     """Read the ledgers, analyse them and write the figures and the Markdown into ``out_dir``.
+
+    ``markets``: per ledger, the market wage its wage index read at each update, when known
+    (the report written at the end of a fit knows it; ``v2p report`` on a ledger alone not).
 
     Raises what :func:`~v2p.report.ledger_io.read_ledger` raises (``NoShiftsError`` for a
     ledger without a finished shift), before anything is written.
@@ -99,7 +103,8 @@ def write_report(
     ]
     runs = [analyse(ledger, options) for ledger in ledgers]
     out = Path(out_dir)
-    figures = write_figures(ledgers, [r.trend for r in runs], [r.npv for r in runs], options, out)
+    trends, npvs = [r.trend for r in runs], [r.npv for r in runs]
+    figures = write_figures(ledgers, trends, npvs, options, out, markets)
     markdown = out / REPORT_FILE
     markdown.write_text(render_summary(runs, options, figures, out), encoding="utf-8")
     return ReportFiles(markdown, figures, runs)
