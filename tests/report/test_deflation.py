@@ -84,7 +84,9 @@ def test_the_report_plots_the_market_wage_beside_the_index_when_it_is_known(tmp_
     from v2p.report.summary import write_report
 
     ledger_of(tmp_path, 0.5, None)
-    files = write_report([tmp_path / "economics.csv"], tmp_path, markets=[[(9, 18.0), (19, 18.4)]])
-    assert files.figures["wages"].stat().st_size > 0
+    without = write_report([tmp_path / "economics.csv"], tmp_path / "a").figures["wages"]
+    market = [(9, 18.0), (19, 30.0)]  # far from w_h, so the step must show in the figure
+    files = write_report([tmp_path / "economics.csv"], tmp_path / "b", markets=[market])
+    assert files.figures["wages"].read_bytes() != without.read_bytes()
     with pytest.raises(ValueError, match="zip"):  # one market series per ledger
-        write_report([tmp_path / "economics.csv"], tmp_path, markets=[None, None])
+        write_report([tmp_path / "economics.csv"], tmp_path / "c", markets=[None, None])

@@ -189,6 +189,7 @@ class EconomicsCallback(Callback):
         self._pricer: DataPricer | None = None  # made in setup, once the sources are known
         self._writer: LedgerWriter | None = None
         self._trainer: pl.Trainer | None = None
+        self._source_names: tuple[str, ...] = (PLATFORM,)  # the fit's, from setup
         self._eval_shifts: list[ShiftCounts] = []  # of the current validation epoch
 
     @property
@@ -214,11 +215,12 @@ class EconomicsCallback(Callback):
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._trainer = trainer
+        # Read once: the sources are fixed for a fit, and every training batch names them.
+        self._source_names = source_names_of(trainer.datamodule)
         if self._pricer is None:
-            self._pricer = self._make_pricer(trainer)
+            self._pricer = self._make_pricer(self._source_names)
 
-    def _make_pricer(self, trainer: pl.Trainer) -> DataPricer:
-        names = source_names_of(trainer.datamodule)
+    def _make_pricer(self, names: Sequence[str]) -> DataPricer:
         platform_ids = [k for k, name in enumerate(names) if name in self.platform_sources]
         return DataPricer(len(names), platform_ids=platform_ids, **self._pricer_args)
 
@@ -313,7 +315,7 @@ class EconomicsCallback(Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
-        names = source_names_of(trainer.datamodule)
+        names = self._source_names
         if isinstance(outputs, Mapping) and outputs.get("novelty") is not None:
             value = self._pricer.price_batch(outputs["novelty"], outputs["novelty_source"])
             # Every batch is priced, but handed to the logger only on the steps it writes
