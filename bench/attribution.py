@@ -1,25 +1,36 @@
-"""Does the callback credit each customer with the productivity its data actually adds?
+"""Are customers credited with the productivity their data actually adds? Graded true values.
 
-    python bench/attribution.py --seeds 0 1 --updates 6000
+    python bench/attribution.py --seeds 0 1 2 --updates 6000
 
-Counterfactual runs of ``configs/dishwashing_sources.yaml`` (SAC on the state task, a novelty
-model trained online, the EconomicsCallback pricing every batch per source) with the config's
-sources plus one customer whose logged rewards are corrupted:
+SAC on the state task (``configs/dishwashing_sources.yaml``'s model and callback) over a dish
+catalogue of seven kinds. The platform's two sites wash plates and glasses; each customer's
+site has a kind of its own that nobody else brings, at a graded share of its racks, so the
+customers' true values are graded and well apart:
 
-- ``platform``: the platform's own sites (plates and glasses);
-- ``customer_pots``: pots only, states the platform never sees;
-- ``customer_glass``: glasses only, covered by the platform's data;
+- ``customer_pots``: pots only (share 1);
+- ``customer_pans``: pans at half its racks, the platform's mix otherwise;
+- ``customer_trays``: trays at a quarter;
+- ``customer_bowls``: bowls at an eighth;
 - ``customer_same``: the platform's own mix, duplicating its data;
-- ``customer_corrupt``: pots, but every logged reward is replaced by a random number.
+- ``customer_corrupt``: woks only, every logged reward replaced by a random number.
 
-For each seed: one run with every source, and one run without each customer (same seed). The
-actual ΔMPL of customer k is the expected MPL at k's site (deterministic policy, the task
-model's expected completions per hour over 16 shifts of k's dish mix) with all sources minus
-without k. The attributed ΔMPL is the sum of the ledger's ``delta_mpl_cust`` over k's shifts in
-the run with every source. Reported: both per source, their Spearman correlation (torchmetrics)
-and how often their signs agree; and, to explain the credit, the data-value estimator's
-weights at the end of the run with every source (ΔMPL per batch = w0 + w1 * mean novelty) and
-each source's mean novelty over its shifts in that run's ledger.
+The customers' own kinds are handled like pots (the same dynamics: fast and careless is
+right, where plates and glasses want care), so a customer's value is, to first order, its
+share of a kind the policy has not otherwise seen.
+
+Ground truth: for each seed, one run with every source and one without each customer (same
+seed); the actual ΔMPL of customer k is the expected MPL at k's site (the deterministic
+policy, the task model's expected completions per hour over 16 shifts of k's mix) with every
+source minus without k. Attributed: the run with every source measures each source's
+contribution at its own site with leave-one-source-out heads (``SACModule(attribution=...)``,
+``v2p/models/attribution.py``); reported are its last measurement (unclipped) and what the
+ledger credited (the sum of ``delta_mpl_cust`` over k's shifts: the high-water mark, >= 0).
+
+Reported: Spearman correlations (torchmetrics) within each seed and pooled, sign agreement
+(values within ``--zero-band`` units/hr of 0 count as 0), the duplicate's and the corrupted
+source's credit against the most valuable source's, the ex-ante novelty quote's rank
+correlation with the attributions it learnt from, and, with ``--overhead``, the wall-clock of
+``configs/dishwashing_sources.yaml`` with and without attribution.
 """
 
 from __future__ import annotations
@@ -27,7 +38,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
 import statistics
 import sys
 import tempfile
@@ -45,24 +55,48 @@ sys.path.insert(0, str(ROOT))
 from bench._common import progress  # noqa: E402
 from v2p.callbacks import EconomicsCallback  # noqa: E402
 from v2p.cli import main as cli_main  # noqa: E402
-from v2p.envs import DishwashingVectorEnv  # noqa: E402
+from v2p.envs import DISH_KINDS, DishKind, DishwashingVectorEnv  # noqa: E402
 
 CONFIG = ROOT / "configs" / "dishwashing_sources.yaml"
 CORRUPT_ID = "bench/CorruptedLogs-v0"
+POT = next(kind for kind in DISH_KINDS if kind.name == "pot")
+# The default kinds, then four more handled like pots: one each for the graded customers'
+# own kinds and the corrupted customer's.
+CATALOGUE = [*DISH_KINDS, *(DishKind(name, *POT[1:]) for name in ("pan", "tray", "bowl", "wok"))]
 PLATFORM_MIX = {"plate": 0.5, "glass": 0.5}
+
+
+def graded_mix(kind: str, share: float) -> dict[str, float]:
+    """``share`` of the racks are ``kind``, the rest the platform's mix."""
+    rest = {name: (1.0 - share) * p for name, p in PLATFORM_MIX.items()}
+    return {kind: share, **rest} if share < 1 else {kind: 1.0}
+
+
 SOURCES = [
     {"name": "platform", "num_envs": 2, "env_kwargs": {"dish_mix": PLATFORM_MIX}},
-    {"name": "customer_pots", "num_envs": 1, "env_kwargs": {"dish_mix": {"pot": 1.0}}},
-    {"name": "customer_glass", "num_envs": 1, "env_kwargs": {"dish_mix": {"glass": 1.0}}},
+    {"name": "customer_pots", "num_envs": 1, "env_kwargs": {"dish_mix": graded_mix("pot", 1)}},
+    {"name": "customer_pans", "num_envs": 1, "env_kwargs": {"dish_mix": graded_mix("pan", 0.5)}},
+    {
+        "name": "customer_trays",
+        "num_envs": 1,
+        "env_kwargs": {"dish_mix": graded_mix("tray", 0.25)},
+    },
+    {
+        "name": "customer_bowls",
+        "num_envs": 1,
+        "env_kwargs": {"dish_mix": graded_mix("bowl", 0.125)},
+    },
     {"name": "customer_same", "num_envs": 1, "env_kwargs": {"dish_mix": PLATFORM_MIX}},
     {
         "name": "customer_corrupt",
         "num_envs": 1,
-        "env_kwargs": {"dish_mix": {"pot": 1.0}},
+        "env_kwargs": {"dish_mix": {"wok": 1.0}},
         "env_id": CORRUPT_ID,
     },
 ]
 CUSTOMERS = [s["name"] for s in SOURCES if s["name"] != "platform"]
+WORTHLESS = ("customer_same", "customer_corrupt")
+COMMON_KWARGS = {"dish_kinds": [kind._asdict() for kind in CATALOGUE]}
 
 
 class CorruptedLogsVectorEnv(DishwashingVectorEnv):
@@ -85,7 +119,7 @@ def register_corrupted_env() -> None:
 
 def site_mpl(model, env_kwargs: dict, shifts: int = 16, seed: int = 12345) -> float:
     """Expected MPL [units/hr] of the deterministic policy over ``shifts`` shifts of a site."""
-    envs = gym.make_vec("v2p/Dishwashing-v0", num_envs=shifts, **env_kwargs)
+    envs = gym.make_vec("v2p/Dishwashing-v0", num_envs=shifts, **COMMON_KWARGS, **env_kwargs)
     obs, _ = envs.reset(seed=seed)
     completed = np.zeros(shifts)
     hours = np.zeros(shifts)
@@ -98,38 +132,35 @@ def site_mpl(model, env_kwargs: dict, shifts: int = 16, seed: int = 12345) -> fl
     return float(np.mean(completed / hours))
 
 
-def train(sources: list[dict], seed: int, updates: int, root: str):
-    """Fit the sources config; (model, ledger path, the estimator's final [w0, w1])."""
-    cli = cli_main(
-        [
-            "--config",
-            str(CONFIG),
-            f"--seed_everything={seed}",
-            f"--trainer.default_root_dir={root}",
-            f"--trainer.max_steps={updates}",
-            "--trainer.enable_progress_bar=false",
-            "--trainer.enable_model_summary=false",
+def train(sources: list[dict] | None, seed: int, updates: int, root: str, attribution: bool):
+    """Fit the sources config (with ``sources`` and the catalogue, or as shipped when None);
+    (model, EconomicsCallback, log dir, seconds in fit)."""
+    args = [
+        "--config",
+        str(CONFIG),
+        f"--seed_everything={seed}",
+        f"--trainer.default_root_dir={root}",
+        f"--trainer.max_steps={updates}",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+    ]
+    if sources is not None:
+        args += [
             f"--data.init_args.sources={json.dumps(sources)}",  # JSON is YAML
-        ],
-        run=False,
-    )
+            f"--data.init_args.env_kwargs={json.dumps(COMMON_KWARGS)}",
+        ]
+    if not attribution:
+        args.append("--model.init_args.attribution=null")
+    cli = cli_main(args, run=False)
+    start = time.perf_counter()
     cli.trainer.fit(cli.model, cli.datamodule)
+    seconds = time.perf_counter() - start
     economics = next(c for c in cli.trainer.callbacks if isinstance(c, EconomicsCallback))
-    weights = economics.pricer.estimator.weights.tolist()
-    return cli.model, Path(cli.trainer.log_dir) / "economics.csv", weights
+    return cli.model, economics, Path(cli.trainer.log_dir), seconds
 
 
-def mean_novelty(ledger: Path) -> dict[str, float]:
-    """Each source's mean ``novelty`` over its shifts in a ledger."""
-    values: dict[str, list[float]] = {}
-    with open(ledger) as f:
-        for row in csv.DictReader(f):
-            if row["novelty"]:
-                values.setdefault(row["source"], []).append(float(row["novelty"]))
-    return {source: statistics.mean(v) for source, v in values.items()}
-
-
-def attributed(ledger: Path) -> dict[str, float]:
+def credited(ledger: Path) -> dict[str, float]:
+    """Each customer's sum of ``delta_mpl_cust`` over its shifts in a ledger."""
     totals = dict.fromkeys(CUSTOMERS, 0.0)
     with open(ledger) as f:
         for row in csv.DictReader(f):
@@ -138,86 +169,140 @@ def attributed(ledger: Path) -> dict[str, float]:
     return totals
 
 
+def spearman(x: list[float], y: list[float]) -> float:
+    return float(spearman_corrcoef(torch.tensor(x), torch.tensor(y)))
+
+
+def sign(x: float, band: float) -> int:
+    return 0 if abs(x) < band else (1 if x > 0 else -1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--updates", type=int, default=6000)
+    parser.add_argument("--zero-band", type=float, default=1.0)
+    parser.add_argument("--overhead", action="store_true", help="time the sources config too")
     args = parser.parse_args()
     register_corrupted_env()
     site = {s["name"]: s["env_kwargs"] for s in SOURCES}
+    names = [s["name"] for s in SOURCES]
 
-    actual: dict[str, list[float]] = {k: [] for k in CUSTOMERS}
-    credit: dict[str, list[float]] = {k: [] for k in CUSTOMERS}
-    diagnosis: list[str] = []
+    actual = {k: [] for k in CUSTOMERS}
+    measured = {k: [] for k in CUSTOMERS}  # the heads' last contribution, unclipped
+    credit = {k: [] for k in CUSTOMERS}  # the ledger's sum of delta_mpl_cust
+    quote_rho: list[float] = []
     start = time.perf_counter()
-    for seed in args.seeds:
-        with tempfile.TemporaryDirectory() as root:
-            model, ledger, (w0, w1) = train(SOURCES, seed, args.updates, f"{root}/all")
-            novelty = mean_novelty(ledger)
-            diagnosis.append(
-                f"| {seed} | {w0:+.4f} | {w1:+.4f} | "
-                + " | ".join(f"{novelty.get(s['name'], math.nan):+.3f}" for s in SOURCES)
-                + " |"
-            )
+    with tempfile.TemporaryDirectory() as root:
+        for seed in args.seeds:
+            model, economics, log_dir, _ = train(SOURCES, seed, args.updates, f"{root}/all", True)
+            contributions = model.attribution.contributions
             with_all = {k: site_mpl(model, site[k]) for k in CUSTOMERS}
-            for k, value in attributed(ledger).items():
+            for k, value in credited(log_dir / "economics.csv").items():
                 credit[k].append(value)
+                measured[k].append(contributions[names.index(k)])
+            quotes = [q for q in economics.pricer.quotes if q.predicted != 0.0]
+            if len(quotes) > 2:
+                quote_rho.append(
+                    spearman([q.predicted for q in quotes], [q.attributed for q in quotes])
+                )
             for k in CUSTOMERS:
                 without = [s for s in SOURCES if s["name"] != k]
-                model_k, *_ = train(without, seed, args.updates, f"{root}/without-{k}")
+                model_k, *_ = train(without, seed, args.updates, f"{root}/without-{k}", False)
                 actual[k].append(with_all[k] - site_mpl(model_k, site[k]))
                 progress(
-                    f"seed {seed} {k}: actual {actual[k][-1]:+.2f}, attributed {credit[k][-1]:.3f}"
+                    f"seed {seed} {k}: actual {actual[k][-1]:+.2f}, measured "
+                    f"{measured[k][-1]:+.2f}, credited {credit[k][-1]:.2f}"
                 )
-    print_table(actual, credit, args, time.perf_counter() - start, diagnosis)
+        overhead = measure_overhead(args.updates, root) if args.overhead else None
+    print_results(args, actual, measured, credit, quote_rho, overhead, time.perf_counter() - start)
 
 
-def print_table(actual, credit, args, seconds: float, diagnosis: list[str]) -> None:
+def measure_overhead(updates: int, root: str) -> tuple[float, float]:
+    """Seconds in fit of the shipped sources config without and with attribution (seed 0)."""
+    seconds = []
+    for attribution in (False, True):
+        *_, s = train(None, 0, updates, f"{root}/overhead-{attribution}", attribution)
+        seconds.append(s)
+        progress(f"sources config, attribution {attribution}: {s:.0f} s")
+    return seconds[0], seconds[1]
+
+
+def print_results(args, actual, measured, credit, quote_rho, overhead, seconds: float) -> None:
+    seeds = range(len(args.seeds))
+    runs = len(args.seeds) * (1 + len(CUSTOMERS)) + (2 if overhead else 0)
     lines = [
-        f"{len(args.seeds)} seeds x {args.updates:,} updates per run, "
-        f"{len(args.seeds) * (1 + len(CUSTOMERS))} runs in {seconds / 60:.0f} min.",
+        f"{len(args.seeds)} seeds x {args.updates:,} updates per run, {runs} runs in "
+        f"{seconds / 60:.0f} min.",
         "",
         "| customer source | actual ΔMPL at its site, units/hr (mean; per seed) | "
-        "attributed Σ ΔMPL_cust (mean; per seed) |",
-        "|---|---:|---:|",
+        "measured contribution (mean; per seed) | credited Σ ΔMPL_cust (mean; per seed) |",
+        "|---|---:|---:|---:|",
     ]
+
+    def cell(values: list[float], fmt: str) -> str:
+        return f"{statistics.mean(values):{fmt}} ({', '.join(f'{v:{fmt}}' for v in values)})"
+
     for k in CUSTOMERS:
-        a = ", ".join(f"{x:+.2f}" for x in actual[k])
-        c = ", ".join(f"{x:.3f}" for x in credit[k])
         lines.append(
-            f"| {k} | {statistics.mean(actual[k]):+.2f} ({a}) | "
-            f"{statistics.mean(credit[k]):.3f} ({c}) |"
+            f"| {k} | {cell(actual[k], '+.2f')} | {cell(measured[k], '+.2f')} | "
+            f"{cell(credit[k], '.2f')} |"
         )
-    pooled_a = torch.tensor([x for k in CUSTOMERS for x in actual[k]])
-    pooled_c = torch.tensor([x for k in CUSTOMERS for x in credit[k]])
-    means_a = torch.tensor([statistics.mean(actual[k]) for k in CUSTOMERS])
-    means_c = torch.tensor([statistics.mean(credit[k]) for k in CUSTOMERS])
-    per_seed = [
-        float(
-            spearman_corrcoef(
-                torch.tensor([credit[k][i] for k in CUSTOMERS]),
-                torch.tensor([actual[k][i] for k in CUSTOMERS]),
-            )
+    for label, attributed in (("measured contribution", measured), ("credit", credit)):
+        within = [
+            spearman([attributed[k][i] for k in CUSTOMERS], [actual[k][i] for k in CUSTOMERS])
+            for i in seeds
+        ]
+        pooled = spearman(
+            [attributed[k][i] for k in CUSTOMERS for i in seeds],
+            [actual[k][i] for k in CUSTOMERS for i in seeds],
         )
-        for i in range(len(args.seeds))
+        lines += [
+            "",
+            f"Spearman(actual, {label}): within each seed "
+            + ", ".join(f"{r:.2f}" for r in within)
+            + f" (median {statistics.median(within):.2f}); pooled over the "
+            f"{len(CUSTOMERS) * len(seeds)} (source, seed) pairs {pooled:.2f}.",
+        ]
+    band = args.zero_band
+    agree = sum(
+        sign(measured[k][i], band) == sign(actual[k][i], band) for k in CUSTOMERS for i in seeds
+    )
+    strict = sum((measured[k][i] > 0) == (actual[k][i] > 0) for k in CUSTOMERS for i in seeds)
+    pairs = len(CUSTOMERS) * len(seeds)
+    lines.append(
+        f"Sign agreement of the measured contribution with the actual ΔMPL (within ±{band:g} "
+        f"units/hr of 0 counts as 0): {agree}/{pairs}; strict signs (> 0 or not): "
+        f"{strict}/{pairs}."
+    )
+    best = max(CUSTOMERS, key=lambda k: statistics.mean(credit[k]))
+    for k in WORTHLESS:
+        ratio = [credit[k][i] / max(credit[best][i], 1e-9) for i in seeds]
+        lines.append(
+            f"{k} is credited {', '.join(f'{100 * r:.1f}%' for r in ratio)} of {best}'s "
+            "credit (per seed; target at most 10%)."
+        )
+    harmful = [
+        f"seed {args.seeds[i]}: measured {measured['customer_corrupt'][i]:+.2f}, actual "
+        f"{actual['customer_corrupt'][i]:+.2f}"
+        for i in seeds
     ]
-    signs = (pooled_a > 0) == (pooled_c > 0)
-    lines += [
-        "",
-        f"Spearman(actual, attributed): {float(spearman_corrcoef(means_c, means_a)):.2f} over "
-        f"the {len(CUSTOMERS)} source means, {float(spearman_corrcoef(pooled_c, pooled_a)):.2f} "
-        f"over all {len(pooled_a)} (source, seed) pairs; within each seed: "
-        + ", ".join(f"{rho:.2f}" for rho in per_seed)
-        + ".",
-        f"Sign agreement (actual > 0 iff attributed > 0): {int(signs.sum())}/{len(signs)}.",
-        "",
-        "The data-value estimator at the end of each run with every source (ΔMPL per batch = "
-        "w0 + w1 * mean novelty), and each source's mean novelty over its shifts:",
-        "",
-        "| seed | w0 | w1 | " + " | ".join(s["name"] for s in SOURCES) + " |",
-        "|---|---:|---:|" + "---:|" * len(SOURCES),
-        *diagnosis,
-    ]
+    lines.append(
+        "customer_corrupt, named harmful in the report where its measured contribution is "
+        f"below 0: {'; '.join(harmful)}."
+    )
+    if quote_rho:
+        lines.append(
+            "Ex-ante novelty quote against the attributions it learnt from (Spearman over its "
+            "samples once it quotes, per seed): " + ", ".join(f"{r:.2f}" for r in quote_rho) + "."
+        )
+    if overhead:
+        off, on = overhead
+        lines.append(
+            f"Attribution overhead on configs/dishwashing_sources.yaml ({args.updates:,} "
+            f"updates, seed 0, time in fit): {off:.0f} s without, {on:.0f} s with: "
+            f"{100 * (on / off - 1):+.0f}% (budget +25%)."
+        )
     print("\n".join(lines))
 
 

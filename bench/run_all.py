@@ -94,8 +94,8 @@ BENCHES: tuple[Bench, ...] = (
     ),
     Bench(
         "attribution",
-        ("attribution.py", "--seeds", "0", "1"),
-        ("attribution.py", "--seeds", "0", "--updates", "1500"),
+        ("attribution.py", "--seeds", "0", "1", "2", "--updates", "5000", "--overhead"),
+        ("attribution.py", "--seeds", "0", "--updates", "1000"),
     ),
     Bench("physics", ("physics.py",), ("physics.py", "--seconds", "2", "--resets", "100",
                                        "--docs", "runs/physics_quick")),

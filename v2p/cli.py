@@ -38,12 +38,14 @@ RESUMABLE_MODEL_ARGS = frozenset(
     }
 )
 # Linked from the data module at instantiation: not the user's to give.
-_LINKED_MODEL_ARGS = frozenset({"observation_shape", "action_low", "action_high", "action_dim"})
+_LINKED_MODEL_ARGS = frozenset(
+    {"observation_shape", "action_low", "action_high", "action_dim", "source_names"}
+)
 
 
 class V2PCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
-        for name in ("observation_shape", "action_low", "action_high", "action_dim"):
+        for name in sorted(_LINKED_MODEL_ARGS):
             parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
 
     def instantiate_classes(self) -> None:

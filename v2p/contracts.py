@@ -27,6 +27,8 @@ from v2p.economics.shift import PLATFORM, ShiftCounts
 
 __all__ = [
     "PLATFORM",
+    "AttributionEvaluation",
+    "AttributionProvider",
     "EpisodeBatch",
     "EpisodeRecord",
     "EvalBatch",
@@ -37,6 +39,7 @@ __all__ = [
     "ReplaySample",
     "RolloutBatch",
     "ShiftCounts",
+    "SiteEvaluator",
     "SourceCatalog",
     "StepOutputs",
     "require",
@@ -109,6 +112,20 @@ class EvalBatch(NamedTuple):
     source_names: tuple[str, ...] = (PLATFORM,)  # names of the episodes' source ids
 
 
+class AttributionEvaluation(NamedTuple):
+    """One evaluation of each source's contribution (:mod:`v2p.models.attribution`).
+
+    ``site_mpl[h][j]``: expected MPL [units/hr] at source j's sites of head h, where head 0
+    trained on every source and head 1 + k on every source but k. ``contributions[k] =
+    site_mpl[0][k] - site_mpl[1 + k][k]``, source k's contribution at its own sites.
+    """
+
+    global_step: int
+    env_steps: int
+    site_mpl: list[list[float]]  # (1 + S, S)
+    contributions: list[float]  # (S,)
+
+
 class StepOutputs(TypedDict, total=False):
     """What the SAC ``training_step`` returns, for the callbacks that follow it.
 
@@ -124,6 +141,23 @@ class StepOutputs(TypedDict, total=False):
 
 
 # ----------------------------------------------------------------------------- protocols
+
+
+@runtime_checkable
+class AttributionProvider(Protocol):
+    """A model that may measure each source's contribution at its own sites:
+    ``attribution`` is None, or has ``evaluations``, a list of
+    :class:`AttributionEvaluation`, oldest first."""
+
+    attribution: Any
+
+
+@runtime_checkable
+class SiteEvaluator(Protocol):
+    """Runs the platform's evaluation episodes at every site with a given policy (the
+    model's own when ``act`` is None)."""
+
+    def evaluate(self, act: Callable[..., np.ndarray] | None = None) -> EvalBatch: ...
 
 
 @runtime_checkable

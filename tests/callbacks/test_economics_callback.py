@@ -19,7 +19,7 @@ from lightning.pytorch.loggers import CSVLogger
 from v2p.callbacks import EconomicsCallback
 from v2p.callbacks.economics import is_converged
 from v2p.callbacks.pricing import DataPricer
-from v2p.contracts import EpisodeRecord, ShiftCounts
+from v2p.contracts import AttributionEvaluation, EpisodeRecord, ShiftCounts
 from v2p.economics import LinearDriftWage
 from v2p.economics.ledger import LEDGER_COLUMNS
 
@@ -350,6 +350,9 @@ def test_state_is_gathered_from_every_rank_and_each_rank_restores_its_own(tmp_pa
         "ledger_digest": None,
         "window": [[0.9, 1.1]],
         "pricer": DataPricer(1).state_dict(),
+        "high_water": [0.0],
+        "credited": [0.0],
+        "evaluations_seen": 0,
     }
     cb = EconomicsCallback()
     cb.setup(stub_trainer(tmp_path, world_size=2, strategy=BroadcastStub({1: rank1})), None, "fit")
@@ -406,3 +409,54 @@ def test_a_ledger_priced_before_the_amendments_is_not_continued_under_the_new_pr
     fresh.setup(stub_trainer(tmp_path), None, "fit")
     with pytest.raises(ValueError, match="priced before the economics amendments of 2026-12-01"):
         fresh.load_state_dict(state)
+
+
+class _Attribution(NamedTuple):
+    evaluations: list
+
+
+def test_customers_are_credited_their_contributions_high_water_mark_per_window(tmp_path):
+    """Each customer's credit goes to its own shifts of the window only, the credits of a
+    window add up to what the window's customers were owed, and a contribution that falls or
+    turns negative is neither clawed back nor paid."""
+    names = ("platform", "pots", "glass")
+    trainer = stub_trainer(tmp_path, log_every_n_steps=1, is_global_zero=True)
+    trainer.datamodule = SimpleNamespace(source_names=names)
+    logged = {}
+    model = SimpleNamespace(
+        attribution=_Attribution([]), log=lambda key, value, **_: logged.__setitem__(key, value)
+    )
+    cb = EconomicsCallback()
+    cb.setup(trainer, model, "fit")
+    cb.on_train_start(trainer, model)
+
+    def window(sources):
+        episodes = tuple(EpisodeRecord(i, k, 60, 0.0, shift(90, 3)) for i, k in enumerate(sources))
+        outputs = {"shift_constraints": [(0.06, 0.0)] * len(episodes)}
+        rows_before = cb._ledger_rows
+        cb.on_train_batch_end(trainer, model, outputs, SimpleNamespace(episodes=episodes), 0)
+        with open(cb.ledger_path) as f:
+            rows = list(csv.DictReader(f))[rows_before:]
+        return [float(r["delta_mpl_cust"]) for r in rows]
+
+    def evaluate(contributions):
+        site_mpl = [[0.0] * 3 for _ in range(4)]
+        model.attribution.evaluations.append(AttributionEvaluation(0, 0, site_mpl, contributions))
+
+    evaluate([5.0, 12.0, -1.0])
+    # Two pots shifts and one platform shift: pots' 12 split between its own shifts only.
+    assert window([1, 0, 1]) == [6.0, 0.0, 6.0]
+    assert window([2, 1]) == [0.0, 0.0]  # glass is negative; pots was paid in full
+    evaluate([5.0, 9.0, 2.0])  # pots fell: nothing owed, nothing clawed back
+    credits = window([1, 2, 2, 2])
+    assert credits == pytest.approx([0.0, 2 / 3, 2 / 3, 2 / 3])
+    assert sum(credits) == pytest.approx(2.0)  # the window's attributed total
+    evaluate([5.0, 15.0, 2.0])
+    assert window([0]) == [0.0]  # platform shifts are never credited
+    assert window([1]) == [3.0]  # pots owed 15 - 12, kept until its shift finished
+    assert cb._credited == [0.0, 15.0, 2.0]
+    with open(tmp_path / "attribution.csv") as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == 3 * 3 and table[-2]["source"] == "pots"
+    assert float(table[2]["contribution"]) == -1.0  # negative contributions are kept
+    cb.teardown(None, None, "fit")

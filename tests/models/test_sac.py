@@ -294,8 +294,8 @@ def test_compiled_update_trains_and_matches_eager_critic(run_factory):
     assert model._compiled_losses is not None
     sample = dm.buffer.sample(32, np.random.default_rng(0))
     # The critic's value of stored actions involves no sampling: compiled == eager.
-    _, _, compiled = model._compiled_losses(sample)
-    _, _, eager = model._losses(sample)
+    *_, compiled = model._compiled_losses(sample)
+    *_, eager = model._losses(sample)
     torch.testing.assert_close(compiled["q"], eager["q"], rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="compile_mode must be one of"):
         run_factory(model_kwargs={"compile_mode": "fastest"})

@@ -9,7 +9,10 @@ The contract with the rest of the system is declared in :mod:`v2p.contracts`:
 - ``training_step`` returns :class:`~v2p.contracts.StepOutputs`, whose ``shift_constraints``
   hold one ``(err_target, lam)`` pair per entry of ``batch.episodes``;
 - the trainer's datamodule is a :class:`~v2p.contracts.SourceCatalog` whose ``source_names``
-  name the ``EpisodeRecord.source`` ids (no datamodule: every shift is the platform's).
+  name the ``EpisodeRecord.source`` ids (no datamodule: every shift is the platform's);
+- a model that measures each source's contribution is an
+  :class:`~v2p.contracts.AttributionProvider` whose ``attribution`` is not None (SACModule
+  with ``attribution`` set).
 """
 
 from __future__ import annotations
@@ -22,9 +25,17 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 
-from v2p.callbacks.pricing import ATTRIBUTIONS, BatchValue, DataPricer, Window
-from v2p.contracts import PLATFORM, EpisodeBatch, ShiftCounts, require, source_names_of
+from v2p.callbacks.pricing import BatchValue, DataPricer
+from v2p.contracts import (
+    PLATFORM,
+    AttributionProvider,
+    EpisodeBatch,
+    ShiftCounts,
+    require,
+    source_names_of,
+)
 from v2p.economics import ConstantWage, CSVWage, LinearDriftWage, WageIndexer
+from v2p.economics.attribution_file import write_attribution_table
 from v2p.economics.ledger import LedgerRow, LedgerWriter, ShiftAccountant
 from v2p.economics.ledger_file import ledger_prefix, prefix_digest, write_ledger_copy
 from v2p.validation import check_int, check_scalar
@@ -81,21 +92,28 @@ class EconomicsCallback(Callback):
         ledger_name: file name of the ledger in the log directory; rank ``k > 0`` writes
             ``<stem>.rank<k>.csv`` beside it, since each rank accounts its own envs' shifts.
         platform_sources: names of the platform's own data sources; every other source is a
-            customer's, whose shifts are credited with their own data's predicted ΔMPL.
+            customer's, whose shifts are credited with its data's attributed ΔMPL.
         price_horizon_hours, price_scale: hours and deployments a data price covers (section 7).
         value_min_samples, value_ridge: of the online data-value estimator.
-        value_attribution: how a batch's predicted ΔMPL splits between sources:
-            ``marginal`` (a customer's data is credited with what it adds beyond the
-            platform's own data) or ``proportional`` (every transition its own prediction);
-            see :mod:`v2p.callbacks.pricing`.
 
-    Pricing (section 7, :mod:`v2p.callbacks.pricing`) runs when ``training_step`` returns the
+    Attribution (section 7.1): with a model that measures each source's contribution at its
+    own sites (:mod:`v2p.models.attribution`), a customer is credited with the part of its
+    contribution not yet paid. Credit follows the contribution's high-water mark, clipped at 0:
+    when the latest contribution exceeds everything credited so far, the difference is owed,
+    and the next training batch in which the customer's shifts finish divides it among those
+    shifts (``delta_mpl_cust``); platform shifts get 0. A contribution that falls is not
+    clawed back, and a negative one is credited nothing but written, with every evaluation of
+    every source, to ``<log_dir>/attribution.csv`` (the report names harmful sources from it).
+    Without attribution ``delta_mpl_cust`` stays empty, so ``s_cust`` is 0: novelty alone never
+    sets it.
+
+    Pricing (section 7.2, :mod:`v2p.callbacks.pricing`) runs when ``training_step`` returns the
     novelty of the batch's transitions (``"novelty"`` (n,) and their ``"novelty_source"`` ids,
     as :class:`~v2p.models.sac.SACModule` does with a novelty model). Each batch logs its
-    predicted ΔMPL (``econ/batch_delta_mpl``), its price (``econ/data_price``) and the part
-    each source carries (``econ/value/<source>``); the ledger's ``novelty``,
-    ``delta_mpl_cust`` and ``data_price`` columns then carry values, and ``s_cust`` /
-    ``s_plat`` follow from them. Without novelty those columns stay empty.
+    ex-ante quote (``econ/batch_delta_mpl``), its price (``econ/data_price``) and each
+    source's quote (``econ/value/<source>``); the ledger's ``novelty`` and ``data_price``
+    columns then carry each shift's source's mean novelty and quoted premium. The quote learns
+    from the attributions, so without attribution it stays 0.
 
     Convergence is logged as ``econ/converged`` (1.0 or 0.0, averaged over ranks, so 1.0 means
     every rank converged) at each validation epoch that had evaluation shifts. To stop on it use
@@ -137,7 +155,6 @@ class EconomicsCallback(Callback):
         price_scale: float = 1.0,
         value_min_samples: int = 10,
         value_ridge: float = 1.0,
-        value_attribution: str = "marginal",
     ) -> None:
         check_scalar("w_h_init", w_h_init, gt=0)  # > 0: the deflation ratio divides by w_h
         if market_wage is None:  # the market stays where the benchmark starts
@@ -180,12 +197,12 @@ class EconomicsCallback(Callback):
             scale=check_scalar("price_scale", price_scale, ge=0),
             min_samples=check_int("value_min_samples", value_min_samples, ge=0),
             ridge=check_scalar("value_ridge", value_ridge, gt=0),
-            attribution=value_attribution,
         )
-        if value_attribution not in ATTRIBUTIONS:
-            raise ValueError(
-                f"value_attribution must be one of {ATTRIBUTIONS}, got {value_attribution!r}"
-            )
+        # Attribution credit per source id: the high-water mark of its contribution (>= 0),
+        # what was credited so far, and how many of the model's evaluations were taken.
+        self._high_water: list[float] = []
+        self._credited: list[float] = []
+        self._evaluations_seen = 0
         self._pricer: DataPricer | None = None  # made in setup, once the sources are known
         self._writer: LedgerWriter | None = None
         self._trainer: pl.Trainer | None = None
@@ -218,11 +235,10 @@ class EconomicsCallback(Callback):
         # Read once: the sources are fixed for a fit, and every training batch names them.
         self._source_names = source_names_of(trainer.datamodule)
         if self._pricer is None:
-            self._pricer = self._make_pricer(self._source_names)
-
-    def _make_pricer(self, names: Sequence[str]) -> DataPricer:
-        platform_ids = [k for k, name in enumerate(names) if name in self.platform_sources]
-        return DataPricer(len(names), platform_ids=platform_ids, **self._pricer_args)
+            self._pricer = DataPricer(len(self._source_names), **self._pricer_args)
+        if not self._high_water:
+            self._high_water = [0.0] * len(self._source_names)
+            self._credited = [0.0] * len(self._source_names)
 
     @property
     def pricer(self) -> DataPricer | None:
@@ -293,6 +309,11 @@ class EconomicsCallback(Callback):
             self._writer.close()
             self._writer = None
 
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # The last evaluation comes after the last training batch: take it into the table
+        # and the quote here (what it owes is paid when the customer's next shift finishes).
+        self._take_attributions(trainer, pl_module)
+
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._close()
 
@@ -322,6 +343,7 @@ class EconomicsCallback(Callback):
             # (self.log costs about as much as a small update; SACModule throttles alike).
             if trainer.global_step % trainer.log_every_n_steps == 0:
                 self._log_batch_value(pl_module, value, names)
+        attributed = self._take_attributions(trainer, pl_module)
         episodes = require(batch, EpisodeBatch, "the training batch").episodes
         finished = [(i, ep) for i, ep in enumerate(episodes) if ep.shift is not None]
         if not finished:
@@ -336,12 +358,15 @@ class EconomicsCallback(Callback):
             )
         if self._writer is None:
             raise RuntimeError("EconomicsCallback: the ledger is not open (on_train_start?)")
-        window = self._pricer.close_window() if self._pricer is not None else None
-        realised = 0.0
+        credits = self.window_credits([ep.source for _, ep in finished]) if attributed else None
+        novelty = self._pricer.window_novelty() if self._pricer is not None else None
         row: LedgerRow | None = None
-        for i, episode in finished:
+        for n, (i, episode) in enumerate(finished):
             err_target, lam = constraints[i]
             source = self._source_name(names, episode.source)
+            priced = novelty is not None and not math.isnan(novelty[episode.source])
+            if self._pricer is not None:  # later batches are priced at the latest unit price
+                self._pricer.record_unit_price(episode.shift.price_per_unit)
             row = self._accountant.account(
                 episode.shift,
                 episode=self._shifts,
@@ -349,18 +374,71 @@ class EconomicsCallback(Callback):
                 source=source,
                 err_target=float(err_target),
                 lam=float(lam),
-                **self._attribution(window, episode, source, len(finished)),
+                delta_mpl_cust=None if credits is None else credits[n],
+                novelty=novelty[episode.source] if priced else None,
+                data_price=self._data_price(episode, source) if priced else None,
             )
-            realised += row.delta_mpl_total
             self._writer.append(row)
             self._shifts += 1
             self._ledger_rows = self._writer.rows
-        if window is not None:
-            self._pricer.learn(window, realised)
         assert row is not None
         for column, value in row.columns().items():
             if value is not None and column not in _UNLOGGED_COLUMNS:
                 pl_module.log(f"econ/{column}", value, on_step=True, on_epoch=False, batch_size=1)
+
+    def _data_price(self, episode: Any, source: str) -> float:
+        """The premium quoted for a shift's source's data; the platform pays itself nothing."""
+        if source in self.platform_sources:
+            return 0.0
+        return self._pricer.shift_price(episode.source, episode.shift.price_per_unit)
+
+    def _take_attributions(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> bool:
+        """Take the model's evaluations of each source's contribution made since the last
+        call: raise the high-water marks, teach the ex-ante quote, rewrite attribution.csv.
+        Whether the model measures attributions at all."""
+        if not isinstance(pl_module, AttributionProvider) or pl_module.attribution is None:
+            return False
+        evaluations = pl_module.attribution.evaluations
+        if len(evaluations) == self._evaluations_seen:
+            return True
+        customers = [
+            k for k, name in enumerate(self._source_names) if name not in self.platform_sources
+        ]
+        for evaluation in evaluations[self._evaluations_seen :]:
+            for k in customers:
+                if not math.isnan(evaluation.contributions[k]):
+                    self._high_water[k] = max(self._high_water[k], evaluation.contributions[k])
+        latest = evaluations[-1].contributions
+        if self._pricer is not None:
+            self._pricer.learn(latest, customers)
+        self._evaluations_seen = len(evaluations)
+        if trainer.is_global_zero and self._ledger_path is not None:
+            write_attribution_table(
+                Path(self._ledger_path).with_name("attribution.csv"),
+                evaluations,
+                self._source_names,
+                self.platform_sources,
+            )
+        return True
+
+    def window_credits(self, sources: Sequence[int]) -> list[float]:
+        """``delta_mpl_cust`` of each of a window's finished shifts (their source ids, in order).
+
+        Each customer source is owed its high-water contribution less what it was credited;
+        that is divided evenly among its own shifts of the window (none of it goes to other
+        sources' shifts) and then counts as credited. Platform shifts get 0. The credits add up
+        to the window's attributed total: what the window's customers were owed.
+        """
+        names = self._source_names
+        counts: dict[int, int] = {}
+        for k in sources:
+            counts[k] = counts.get(k, 0) + 1
+        owed = {}
+        for k in counts:
+            customer = self._source_name(names, k) not in self.platform_sources
+            owed[k] = max(0.0, self._high_water[k] - self._credited[k]) if customer else 0.0
+            self._credited[k] += owed[k]
+        return [owed[k] / counts[k] for k in sources]
 
     @staticmethod
     def _log_batch_value(
@@ -370,28 +448,6 @@ class EconomicsCallback(Callback):
         for k, name in enumerate(names):
             metrics[f"econ/value/{name}"] = value.per_source[k]
         pl_module.log_dict(metrics, on_step=True, on_epoch=False, batch_size=1)
-
-    def _attribution(
-        self, window: Window | None, episode: Any, source: str, shifts: int
-    ) -> dict[str, float | None]:
-        """A shift's ``delta_mpl_cust``, ``novelty`` and ``data_price`` (None: no pricing).
-
-        The window's prediction covers every shift that finished with it, so each of them is
-        credited ``1 / shifts`` of it: a customer's shift gets its own data's part, a platform
-        site's shift none (the platform does not pay itself for data).
-        """
-        if window is None:
-            return {}
-        customer = source not in self.platform_sources
-        delta_mpl_cust = max(0.0, window.delta_mpl[episode.source]) / shifts if customer else 0.0
-        novelty = window.novelty[episode.source]
-        self._pricer.record_unit_price(episode.shift.price_per_unit)
-        price = self._pricer.shift_price(delta_mpl_cust, episode.shift.price_per_unit, window.kappa)
-        return {
-            "delta_mpl_cust": delta_mpl_cust,
-            "novelty": None if math.isnan(novelty) else novelty,
-            "data_price": price,
-        }
 
     @staticmethod
     def _source_name(names: Sequence[str], source: int) -> str:
@@ -448,6 +504,9 @@ class EconomicsCallback(Callback):
             "ledger_digest": self._digest_of_written_rows(),
             "window": [[prod, wage] for prod, wage in self._window],
             "pricer": None if self._pricer is None else self._pricer.state_dict(),
+            "high_water": list(self._high_water),
+            "credited": list(self._credited),
+            "evaluations_seen": self._evaluations_seen,
         }
 
     def _digest_of_written_rows(self) -> str | None:
@@ -498,6 +557,12 @@ class EconomicsCallback(Callback):
         self._ledger_path = state["ledger_path"]
         self._ledger_digest = state.get("ledger_digest")  # None: written before digests
         self._window = [(float(prod), float(wage)) for prod, wage in state["window"]]
+        if "high_water" in state:  # absent: written before attribution credited customers
+            self._high_water = [float(v) for v in state["high_water"]]
+            self._credited = [float(v) for v in state["credited"]]
+            self._evaluations_seen = check_int(
+                "state['evaluations_seen']", state["evaluations_seen"], ge=0
+            )
         if state.get("pricer") is not None:
             if self._pricer is None:
                 # Outside a fit (Lightning restores after setup, which made the pricer): the

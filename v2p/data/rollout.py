@@ -452,8 +452,9 @@ class RolloutDataModule(L.LightningDataModule):
         self._episode_start = done
         self.env_steps += self.num_envs
 
-    def evaluate(self) -> EvalBatch:
-        """One deterministic episode on each of ``eval_episodes`` separate envs per source.
+    def evaluate(self, act: Callable[..., np.ndarray] | None = None) -> EvalBatch:
+        """One deterministic episode on each of ``eval_episodes`` separate envs per source,
+        acted by ``act(obs, deterministic=True)`` (the trainer's model when None).
 
         The eval envs are reset with the same seed every time, so successive evaluations
         differ only by the policy.
@@ -465,7 +466,7 @@ class RolloutDataModule(L.LightningDataModule):
         n = envs.num_envs
         tracker = EpisodeTracker(n, np.repeat(np.arange(len(self.sources)), self.eval_episodes))
         finished: dict[int, EpisodeRecord] = {}
-        act = self._policy()
+        act = act or self._policy()
         while len(finished) < n:
             actions = np.asarray(act(obs, deterministic=True), dtype=np.float32)
             obs, reward, terminated, truncated, info = envs.step(actions)

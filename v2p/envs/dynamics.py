@@ -13,7 +13,7 @@ from typing import NamedTuple
 import numpy as np
 
 from v2p.economics.labor import implied_wage, profit_rate
-from v2p.envs.params import KIND_NAMES, DishwashingParams
+from v2p.envs.params import DishwashingParams
 
 
 def attempt_rate(
@@ -181,9 +181,9 @@ class ShiftSimulator:
         """
         p = self.params
         count_scale = p.base_rate * (p.step_seconds / 60.0) * p.steps
-        obs = np.zeros((self.num_envs, len(KIND_NAMES) + 4), dtype=np.float32)
+        k = len(p.dish_kinds)
+        obs = np.zeros((self.num_envs, k + 4), dtype=np.float32)
         obs[np.arange(self.num_envs), self.kind] = 1.0
-        k = len(KIND_NAMES)
         obs[:, k] = self.t / p.steps
         obs[:, k + 1] = self.completed / count_scale
         obs[:, k + 2] = self.attempts / count_scale

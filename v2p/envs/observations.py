@@ -12,7 +12,7 @@ import numpy as np
 from gymnasium import spaces
 
 from v2p.envs.dynamics import ShiftSimulator
-from v2p.envs.params import KIND_NAMES
+from v2p.envs.params import DISH_KINDS
 from v2p.envs.render import DEFAULT_LIGHTING, FrameHistory, FrameRenderer
 
 
@@ -21,7 +21,7 @@ class StateObservation:
 
     def __init__(self, sim: ShiftSimulator) -> None:
         self.sim = sim
-        k = len(KIND_NAMES)
+        k = len(sim.params.dish_kinds)
         high = np.full(k + 4, np.inf, dtype=np.float32)
         high[: k + 1] = 1.0  # one-hot and progress are bounded; counts are not
         self.space = spaces.Box(low=0.0, high=high, dtype=np.float32)
@@ -53,6 +53,11 @@ class ClipObservation:
         width: int = 64,
         lighting: tuple[float, float, float] = DEFAULT_LIGHTING,
     ) -> None:
+        if sim.params.dish_kinds != DISH_KINDS:
+            raise ValueError(
+                f"the camera draws the default dish kinds {[k.name for k in DISH_KINDS]} only; "
+                f"dish_kinds {list(sim.params.kind_names)} needs the state observation"
+            )
         self.sim = sim
         self.renderer = FrameRenderer(height, width, lighting=lighting)
         self.history = FrameHistory(sim.num_envs, frames, height, width)

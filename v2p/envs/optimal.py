@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from v2p.envs.dynamics import expected_outcome
-from v2p.envs.params import KIND_NAMES, DishwashingParams
+from v2p.envs.params import DishwashingParams
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ class OptimalPolicy:
 
 def mix_outcome(params: DishwashingParams, speed: np.ndarray, care: np.ndarray) -> MixOutcome:
     """Expected shift outcome when kind k is handled at ``(speed[k], care[k])``. Both (K,)."""
-    kinds = np.arange(len(KIND_NAMES))
+    kinds = np.arange(len(params.dish_kinds))
     out = expected_outcome(params, kinds, np.asarray(speed), np.asarray(care))
     shares = params.kind_shares
     return MixOutcome(
@@ -72,7 +72,7 @@ def optimal_policy(
         raise ValueError(f"human_wage must be > 0, got {human_wage!r}")
     axis = np.linspace(0.0, 1.0, grid)
     speed, care = (a.ravel() for a in np.meshgrid(axis, axis, indexing="ij"))  # (G*G,)
-    kinds = np.arange(len(KIND_NAMES))[:, None]
+    kinds = np.arange(len(params.dish_kinds))[:, None]
     out = expected_outcome(params, kinds, speed[None], care[None])  # each (K, G*G)
     shares = params.kind_shares
     target = 1.0 if err_target is None else err_target
@@ -99,11 +99,13 @@ def optimal_policy(
 
     mix = mix_outcome(params, speed[best], care[best])
     blind = _best_blind_action(out, shares, target)
-    blind_mix = mix_outcome(params, np.full(3, speed[blind]), np.full(3, care[blind]))
+    blind_mix = mix_outcome(
+        params, np.full(len(shares), speed[blind]), np.full(len(shares), care[blind])
+    )
     return OptimalPolicy(
         actions={
             name: (float(speed[best[k]]), float(care[best[k]]))
-            for k, name in enumerate(KIND_NAMES)
+            for k, name in enumerate(params.kind_names)
             if shares[k] > 0
         },
         profit=mix.profit,

@@ -8,11 +8,11 @@ takes to change the job, and every field is validated where it enters.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from types import MappingProxyType
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -59,10 +59,15 @@ class DishwashingParams(EconomicParams):
     step_seconds: float = bounded(60.0, gt=0)  # length of one env step
     steps: int = 60  # steps per shift (episode truncation)
     dish_mix: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_DISH_MIX))
+    # The catalogue of kinds the task knows: its order fixes the one-hot layout of the state
+    # observation, so sites that share a catalogue share an observation space whatever their
+    # mix. Entries are DishKind or mappings of its fields (from a config).
+    dish_kinds: tuple[DishKind, ...] = DISH_KINDS
 
     def __post_init__(self) -> None:
         super().__post_init__()  # checks every bounded() field
         check_int("steps", self.steps, ge=1)
+        object.__setattr__(self, "dish_kinds", _catalogue(self.dish_kinds))
         self._check_mix()
 
     def _check_mix(self) -> None:
@@ -71,9 +76,9 @@ class DishwashingParams(EconomicParams):
                 f"dish_mix must be a non-empty mapping of kind -> share, got {self.dish_mix!r}"
             )
         for kind, share in self.dish_mix.items():
-            if kind not in KIND_NAMES:
+            if kind not in self.kind_names:
                 raise ValueError(
-                    f"dish_mix has unknown kind {kind!r}; expected one of {KIND_NAMES}"
+                    f"dish_mix has unknown kind {kind!r}; expected one of {self.kind_names}"
                 )
             check_scalar(f"dish_mix[{kind!r}]", share, ge=0)
         total = sum(float(share) for share in self.dish_mix.values())
@@ -90,19 +95,56 @@ class DishwashingParams(EconomicParams):
         return self.steps * self.step_hours
 
     @property
+    def kind_names(self) -> tuple[str, ...]:
+        """The catalogue's kind names, in one-hot order."""
+        return tuple(kind.name for kind in self.dish_kinds)
+
+    @property
     def kind_shares(self) -> np.ndarray:
-        """Shares of every known kind in :data:`KIND_NAMES` order, zeros for absent kinds. (K,)"""
-        return np.array([float(self.dish_mix.get(name, 0.0)) for name in KIND_NAMES])
+        """Shares of every catalogued kind in :attr:`kind_names` order, zeros for absent
+        kinds. (K,)"""
+        return np.array([float(self.dish_mix.get(name, 0.0)) for name in self.kind_names])
 
     @cached_property
     def kind_table(self) -> KindTable:
         """Per-kind base_rate, k_err, p_min and care_cost, each shaped (K,). Computed once."""
         return KindTable(
-            base_rate=self.base_rate * np.array([k.base_rate for k in DISH_KINDS]),
-            k_err=self.k_err * np.array([k.k_err for k in DISH_KINDS]),
-            p_min=self.p_min * np.array([k.p_min for k in DISH_KINDS]),
-            care_cost=self.care_cost * np.array([k.care_cost for k in DISH_KINDS]),
+            base_rate=self.base_rate * np.array([k.base_rate for k in self.dish_kinds]),
+            k_err=self.k_err * np.array([k.k_err for k in self.dish_kinds]),
+            p_min=self.p_min * np.array([k.p_min for k in self.dish_kinds]),
+            care_cost=self.care_cost * np.array([k.care_cost for k in self.dish_kinds]),
         )
+
+
+def _catalogue(kinds: Any) -> tuple[DishKind, ...]:
+    """``dish_kinds`` as a tuple of checked :class:`DishKind` (mappings are converted)."""
+    if isinstance(kinds, Mapping | str) or not isinstance(kinds, Sequence) or not kinds:
+        raise ValueError(
+            f"dish_kinds must be a non-empty list of kinds (name, base_rate, k_err, p_min, "
+            f"care_cost), got {kinds!r}"
+        )
+    catalogue = []
+    for i, kind in enumerate(kinds):
+        if isinstance(kind, Mapping):
+            missing = set(DishKind._fields) - set(kind)
+            extra = set(kind) - set(DishKind._fields)
+            if missing or extra:
+                raise ValueError(
+                    f"dish_kinds[{i}] must have exactly the fields {DishKind._fields}; "
+                    f"missing {sorted(missing)}, unknown {sorted(extra)}"
+                )
+            kind = DishKind(**kind)
+        elif not isinstance(kind, DishKind):
+            raise ValueError(f"dish_kinds[{i}] must be a DishKind or a mapping, got {kind!r}")
+        if not isinstance(kind.name, str) or not kind.name:
+            raise ValueError(f"dish_kinds[{i}].name must be a non-empty string, got {kind.name!r}")
+        for name in ("base_rate", "k_err", "p_min", "care_cost"):
+            check_scalar(f"dish_kinds[{i}].{name}", getattr(kind, name), gt=0)
+        catalogue.append(DishKind(kind.name, *(float(v) for v in kind[1:])))
+    names = [kind.name for kind in catalogue]
+    if len(set(names)) != len(names):
+        raise ValueError(f"dish_kinds has repeated names: {names}")
+    return tuple(catalogue)
 
 
 class KindTable(NamedTuple):

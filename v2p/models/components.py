@@ -24,6 +24,31 @@ def mlp(in_dim: int, out_dim: int, hidden_dim: int, hidden_layers: int) -> nn.Se
     return nn.Sequential(*layers)
 
 
+def squashed_gaussian(
+    mean: torch.Tensor,
+    log_std: torch.Tensor,
+    noise: torch.Tensor,
+    action_scale: torch.Tensor,
+    action_bias: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The action ``tanh(mean + std * noise)`` rescaled to the box, and its log-probability
+    (summed over the last dimension).
+
+    The Gaussian log-density minus the log-det of tanh and of the affine rescale (SAC paper,
+    Haarnoja et al. 2018, appendix C), in the softplus form for stability.
+    """
+    std = log_std.exp()
+    u = mean + std * noise
+    log_prob = (
+        -0.5 * ((u - mean) / std).pow(2)  # not noise**2: rounds as the runs so far did
+        - log_std
+        - 0.5 * math.log(2 * math.pi)
+        - 2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))
+        - action_scale.log()
+    ).sum(-1)
+    return torch.tanh(u) * action_scale + action_bias, log_prob
+
+
 def box_affine(low: torch.Tensor, high: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Scale and centre of the affine map from ``[-1, 1]`` onto the box ``[low, high]``."""
     return (high - low) / 2.0, (high + low) / 2.0
@@ -61,19 +86,8 @@ class Actor(nn.Module):
     def sample(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """A reparameterised action (B, A) in the box and its log-probability (B,)."""
         mean, log_std = self(z)
-        std = log_std.exp()
-        u = mean + std * torch.randn_like(mean)
-        squashed = torch.tanh(u)
-        # Gaussian log-density minus the log-det of tanh and of the affine rescale
-        # (SAC paper, Haarnoja et al. 2018, appendix C); softplus form for stability.
-        log_prob = (
-            -0.5 * ((u - mean) / std).pow(2)
-            - log_std
-            - 0.5 * math.log(2 * math.pi)
-            - 2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))
-            - self.action_scale.log()
-        ).sum(-1)
-        return squashed * self.action_scale + self.action_bias, log_prob
+        noise = torch.randn_like(mean)
+        return squashed_gaussian(mean, log_std, noise, self.action_scale, self.action_bias)
 
     def deterministic(self, z: torch.Tensor) -> torch.Tensor:
         """The mean action (B, A) in the box: what evaluation runs."""

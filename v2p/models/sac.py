@@ -44,11 +44,13 @@ from v2p.contracts import (
     ReplayFeatures,
     ReplaySample,
     RolloutBatch,
+    SiteEvaluator,
     SourceCatalog,
     StepOutputs,
     require,
 )
 from v2p.encoders import encoder_from_hparams
+from v2p.models.attribution import AttributionSettings, build_attribution
 from v2p.models.components import Actor, TwinCritic
 from v2p.models.constraint import ShiftConstraint, gather_in_rank_order
 from v2p.models.encoder_training import EncoderTraining, load_encoder_weights, reset_head
@@ -114,6 +116,12 @@ class SACModule(L.LightningModule):
             the first updates are slower while it compiles. Off by default.
         compile_mode: ``torch.compile`` mode: ``default``, or ``reduce-overhead`` (CUDA graphs,
             worth it on a GPU when updates are launch-bound) or ``max-autotune``.
+        source_names: names of the data sources the transitions' ``source`` ids index (linked
+            from the data module by the CLI).
+        attribution: measure each source's contribution to each site's MPL with
+            leave-one-source-out heads trained beside the policy
+            (:class:`~v2p.models.attribution.AttributionSettings`, ECONOMICS.md section 7.1); None
+            (the default) measures nothing. Needs at least two sources.
     """
 
     def __init__(
@@ -160,6 +168,8 @@ class SACModule(L.LightningModule):
         finite_check_every: int = 100,
         compile_update: bool = False,
         compile_mode: str = "default",
+        source_names: Sequence[str] | None = None,
+        attribution: AttributionSettings | None = None,
     ) -> None:
         super().__init__()
         check_scalar("gamma", gamma, ge=0.0, le=1.0)
@@ -182,7 +192,10 @@ class SACModule(L.LightningModule):
             )
         if len(action_low) != len(action_high) or not len(action_low):
             raise ValueError(f"action_low {action_low} and action_high {action_high} must match")
+        attribution = AttributionSettings.of(attribution)
         self.save_hyperparameters()
+        if attribution is not None:  # a plain dict: checkpoints load with weights_only
+            self.hparams["attribution"] = attribution.as_dict()
         self.automatic_optimization = False
 
         low = torch.as_tensor(action_low, dtype=torch.float32)
@@ -233,6 +246,18 @@ class SACModule(L.LightningModule):
             lambda_kp,
             lambda_kd,
             lambda_ema,
+        )
+        self.attribution = build_attribution(
+            attribution,
+            source_names,
+            observation_shape,
+            latent_dim,
+            low,
+            high,
+            gamma=gamma,
+            tau=tau,
+            init_alpha=init_alpha,
+            target_entropy=self.target_entropy,
         )
         self.register_buffer("_nonfinite", torch.tensor(False), persistent=False)
         # Compiled lazily by the first update; dynamic=False: every batch has the same shape.
@@ -292,7 +317,11 @@ class SACModule(L.LightningModule):
         """Of the optimiser's parameter groups, in order."""
         hp = self.hparams
         rates = [hp.critic_lr, hp.actor_lr, hp.alpha_lr]
-        return [*rates, hp.novelty_lr] if hp.novelty_online else rates
+        if hp.novelty_online:
+            rates.append(hp.novelty_lr)
+        if self.attribution is not None:
+            rates.append(self.attribution.settings.lr)
+        return rates
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         encoder = [p for p in self.encoder.parameters() if p.requires_grad]
@@ -300,6 +329,8 @@ class SACModule(L.LightningModule):
         params.append([self.log_alpha])
         if self.hparams.novelty_online:
             params.append(list(self.novelty.denoiser.parameters()))
+        if self.attribution is not None:
+            params.append([p for p in self.attribution.parameters() if p.requires_grad])
         rates = self._learning_rates()
         groups = [{"params": p, "lr": lr} for p, lr in zip(params, rates, strict=True)]
         # Fused Adam: one kernel for every parameter, where the default on CPU loops over them.
@@ -331,7 +362,9 @@ class SACModule(L.LightningModule):
     def update(self, batch: RolloutBatch) -> dict[str, torch.Tensor]:
         """One SAC gradient update on a replay sample; returns detached metrics."""
         losses = self._losses if self._compiled_losses is None else self._compiled_losses
-        total, z_actor, metrics = losses(batch.sample)
+        total, z_actor, z_next, reward, metrics = losses(batch.sample)
+        if self.attribution is not None:
+            total = total + self.attribution.sample_losses(batch.sample, z_actor, z_next, reward)
         scoring = self.novelty_scoring
         if scoring is not None:
             z_scored = scoring.scored(z_actor)
@@ -346,6 +379,8 @@ class SACModule(L.LightningModule):
         self.manual_backward(total)
         optimizer.step()
         self._soft_update_target()
+        if self.attribution is not None:
+            self.attribution.soft_update_target()
         self._nonfinite |= ~torch.isfinite(total)  # checked later, without a sync here
 
         if scoring is not None:
@@ -358,8 +393,9 @@ class SACModule(L.LightningModule):
 
     def _losses(
         self, s: ReplaySample
-    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        """The summed SAC losses of a sample, its detached latents, and detached metrics.
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """The summed SAC losses of a sample; its detached latents and next latents; the
+        (penalised, scaled) reward; and detached metrics.
 
         A pure tensor function of the sample and the module's state (no optimiser, no host
         reads), so ``compile_update`` can hand it to ``torch.compile`` whole.
@@ -398,6 +434,8 @@ class SACModule(L.LightningModule):
         return (
             total,
             z_actor,
+            z_next,
+            reward,
             {
                 "critic_loss": critic_loss.detach(),
                 "actor_loss": actor_loss.detach(),
@@ -456,6 +494,31 @@ class SACModule(L.LightningModule):
 
     def validation_step(self, batch: EvalBatch, batch_idx: int) -> None:
         self._log_evaluation(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        if self.attribution is None or self.trainer.sanity_checking:
+            return
+        datamodule = require(self.trainer.datamodule, SiteEvaluator, "the trainer's datamodule")
+        names = require(datamodule, SourceCatalog, "the trainer's datamodule").source_names
+        evaluation = self.attribution.evaluate(
+            datamodule.evaluate, self._attribution_inputs, self.global_step
+        )
+        self.log_dict(
+            {f"attribution/{n}": c for n, c in zip(names, evaluation.contributions, strict=True)},
+            on_step=False,
+            on_epoch=True,
+            sync_dist=True,
+            batch_size=1,
+        )
+
+    @torch.no_grad()
+    def _attribution_inputs(self, obs: np.ndarray) -> torch.Tensor:
+        """What the attribution heads read of the envs' observations."""
+        x = torch.as_tensor(obs, device=self.device)
+        if self.attribution.settings.inputs == "observation":
+            return x.float()
+        with self.encoding.acting():
+            return self.encoder(x)
 
     def test_step(self, batch: EvalBatch, batch_idx: int) -> None:
         self._log_evaluation(batch, "test")

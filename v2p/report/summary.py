@@ -17,6 +17,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from v2p.economics.attribution_file import SourceAttribution
+from v2p.report.attribution import attribution_beside, attribution_lines, plot_attribution
 from v2p.report.cashflow import (
     CashFlowOptions,
     LinearTrend,
@@ -27,7 +29,7 @@ from v2p.report.cashflow import (
 from v2p.report.deflation import deflation_by_source, mechanism_sentence
 from v2p.report.guarantees import GuaranteeReport, check_guarantees
 from v2p.report.ledger_io import Ledger, read_ledger
-from v2p.report.plots import FIGURE_NAMES, write_figures
+from v2p.report.plots import FIGURE_NAMES, figure_file, write_figures
 
 REPORT_FILE = "economics_report.md"
 HEADLINE_WINDOW = 100  # headline means are over the last this-many shifts
@@ -105,8 +107,13 @@ def write_report(
     out = Path(out_dir)
     trends, npvs = [r.trend for r in runs], [r.npv for r in runs]
     figures = write_figures(ledgers, trends, npvs, options, out, markets)
+    attributions = [attribution_beside(ledger) for ledger in ledgers]
+    measured = [(g.label, a) for g, a in zip(ledgers, attributions, strict=True) if a]
+    if measured:
+        figures["attribution"] = plot_attribution(measured, out / figure_file("attribution"))
     markdown = out / REPORT_FILE
-    markdown.write_text(render_summary(runs, options, figures, out), encoding="utf-8")
+    summary = render_summary(runs, options, figures, out, attributions)
+    markdown.write_text(summary, encoding="utf-8")
     return ReportFiles(markdown, figures, runs)
 
 
@@ -217,8 +224,10 @@ def render_summary(
     options: CashFlowOptions,
     figures: Mapping[str, Path],
     out_dir: str | os.PathLike[str],
+    attributions: Sequence[Sequence[SourceAttribution] | None] | None = None,
 ) -> str:
-    """The one-page Markdown: runs, headline numbers, guarantees, cash flows, rho, figures."""
+    """The one-page Markdown: runs, headline numbers, guarantees, cash flows, rho, data
+    attribution (runs with an ``attribution.csv``), figures."""
     labels = [run.label for run in runs]
     out = Path(out_dir)
     lines = [f"# Economics report: {', '.join(labels)}", ""]
@@ -335,9 +344,16 @@ def render_summary(
         "is wider.",
     ]
 
+    attributions = attributions or [None] * len(runs)
+    measured = [(run, a) for run, a in zip(runs, attributions, strict=True) if a]
+    if measured:
+        lines += ["", "## Data attribution: what each source's data did (section 7.1)", ""]
+        for run, series in measured:
+            lines += [*attribution_lines(run.label, run.ledger, series), ""]
+
     links = [
         f"[{name}]({os.path.relpath(figures[name], out)})"
-        for name in FIGURE_NAMES
+        for name in (*FIGURE_NAMES, "attribution")
         if name in figures
     ]
     lines += ["", "## Figures", "", " · ".join(links), ""]

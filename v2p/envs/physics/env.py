@@ -71,6 +71,11 @@ def _task_params(task_kwargs: dict[str, Any]) -> DishwashingParams:
                 f"{name}={task_kwargs[name]!r} is a parameter of the synthetic error model; in "
                 "v2p/DishwashingPhysics-v0 the error probability comes from the simulation"
             )
+    if "dish_kinds" in task_kwargs:
+        raise ValueError(
+            "dish_kinds is a parameter of the synthetic task; the physics env simulates the "
+            "default kinds (v2p/envs/physics/kinds.py)"
+        )
     return DishwashingParams(**task_kwargs)
 
 
