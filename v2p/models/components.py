@@ -39,14 +39,18 @@ def squashed_gaussian(
     """
     std = log_std.exp()
     u = mean + std * noise
+    # tanh before the log-density, and (u - mean) / std rather than noise: the order of the
+    # operations sets the order autograd sums gradients in, and this one is what every
+    # result so far was trained with.
+    squashed = torch.tanh(u)
     log_prob = (
-        -0.5 * ((u - mean) / std).pow(2)  # not noise**2: rounds as the runs so far did
+        -0.5 * ((u - mean) / std).pow(2)
         - log_std
         - 0.5 * math.log(2 * math.pi)
         - 2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))
         - action_scale.log()
     ).sum(-1)
-    return torch.tanh(u) * action_scale + action_bias, log_prob
+    return squashed * action_scale + action_bias, log_prob
 
 
 def box_affine(low: torch.Tensor, high: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
