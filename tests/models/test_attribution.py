@@ -203,3 +203,47 @@ def test_sac_attribution_needs_sources_and_flat_observations():
             source_names=["platform", "customer"],
             attribution={},
         )
+
+
+def test_resume_with_attribution_retraces_the_uninterrupted_run(tmp_path):
+    """Heads, their generator, their evaluations and the customers' credit all come back:
+    N updates resumed for M more == N + M in one run, ledger and attribution.csv included."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from v2p.callbacks import EconomicsCallback
+
+    def run(root, max_steps, callbacks=()):
+        economics = EconomicsCallback(update_every=3)
+        model, dm, trainer = make_run(
+            root,
+            env_kwargs={"steps": 10},
+            max_steps=max_steps,
+            callbacks=[economics, *callbacks],
+            data_kwargs={"sources": TWO_SOURCES},
+            model_kwargs={
+                "source_names": ["platform", "customer"],
+                "attribution": {"hidden_dim": 8},
+            },
+        )
+        return economics, model, dm, trainer
+
+    economics_a, model_a, dm_a, trainer_a = run(tmp_path / "a", 60)
+    trainer_a.fit(model_a, dm_a)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=30, save_top_k=-1)
+    _, model_b, dm_b, trainer_b = run(tmp_path / "b", 30, callbacks=[checkpoint])
+    trainer_b.fit(model_b, dm_b)
+    economics_c, model_c, dm_c, trainer_c = run(tmp_path / "c", 60)
+    trainer_c.fit(model_c, dm_c, ckpt_path=str(tmp_path / "ckpt" / "epoch=1-step=30.ckpt"))
+
+    assert model_c.attribution.evaluations == model_a.attribution.evaluations
+    assert len(model_a.attribution.evaluations) == 3
+    for name, tensor in model_a.attribution.state_dict().items():
+        if isinstance(tensor, torch.Tensor):
+            assert torch.equal(tensor, model_c.attribution.state_dict()[name]), name
+    for economics in (economics_a, economics_c):
+        assert economics.ledger_path.with_name("attribution.csv").exists()
+    table = [
+        e.ledger_path.with_name("attribution.csv").read_text() for e in (economics_a, economics_c)
+    ]
+    assert table[0] == table[1]
+    assert economics_c.ledger_path.read_text() == economics_a.ledger_path.read_text()
