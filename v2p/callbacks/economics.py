@@ -35,7 +35,7 @@ from v2p.contracts import (
     source_names_of,
 )
 from v2p.economics import ConstantWage, CSVWage, LinearDriftWage, WageIndexer
-from v2p.economics.attribution_file import write_attribution_table
+from v2p.economics.attribution_file import ATTRIBUTION_FILE, write_attribution_table
 from v2p.economics.ledger import LedgerRow, LedgerWriter, ShiftAccountant
 from v2p.economics.ledger_file import ledger_prefix, prefix_digest, write_ledger_copy
 from v2p.validation import check_int, check_scalar
@@ -358,7 +358,7 @@ class EconomicsCallback(Callback):
             )
         if self._writer is None:
             raise RuntimeError("EconomicsCallback: the ledger is not open (on_train_start?)")
-        credits = self.window_credits([ep.source for _, ep in finished]) if attributed else None
+        credits = self._pay_window([ep.source for _, ep in finished]) if attributed else None
         novelty = self._pricer.window_novelty() if self._pricer is not None else None
         row: LedgerRow | None = None
         for n, (i, episode) in enumerate(finished):
@@ -414,14 +414,14 @@ class EconomicsCallback(Callback):
         self._evaluations_seen = len(evaluations)
         if trainer.is_global_zero and self._ledger_path is not None:
             write_attribution_table(
-                Path(self._ledger_path).with_name("attribution.csv"),
+                Path(self._ledger_path).with_name(ATTRIBUTION_FILE),
                 evaluations,
                 self._source_names,
                 self.platform_sources,
             )
         return True
 
-    def window_credits(self, sources: Sequence[int]) -> list[float]:
+    def _pay_window(self, sources: Sequence[int]) -> list[float]:
         """``delta_mpl_cust`` of each of a window's finished shifts (their source ids, in order).
 
         Each customer source is owed its high-water contribution less what it was credited;

@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 from v2p.contracts import AttributionEvaluation
 
+ATTRIBUTION_FILE = "attribution.csv"  # beside the ledger, in the run's log directory
 COLUMNS = (
     "global_step",
     "env_steps",

@@ -14,10 +14,13 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from v2p.economics.attribution_file import SourceAttribution, read_attribution_table
+from v2p.economics.attribution_file import (
+    ATTRIBUTION_FILE,
+    SourceAttribution,
+    read_attribution_table,
+)
 from v2p.report.ledger_io import Ledger
 
-ATTRIBUTION_FILE = "attribution.csv"
 # A contribution within this fraction of the site's MPL of 0 is not called harm: evaluation
 # noise (the bench's seed-to-seed spread of worthless sources is about 1% of their sites' MPL).
 HARM_BAND = 0.01
