@@ -147,6 +147,16 @@ def test_a_masked_ensemble_head_is_the_model_trained_without_the_left_out_source
     assert order == sorted(range(3), key=lambda k: exact_value[k])
 
 
+def test_twin_critics_differ_and_heads_of_a_twin_start_equal():
+    model = heads()
+    for layer in (m for m in model.critic if isinstance(m, EnsembleLinear)):
+        q1, q2 = layer.weight[: model.heads], layer.weight[model.heads :]
+        assert all(torch.equal(q1[0], w) for w in q1) and all(torch.equal(q2[0], w) for w in q2)
+        assert not torch.equal(q1[0], q2[0])
+    with pytest.raises(ValueError, match=r"multiple of groups"):
+        EnsembleLinear(3, 2, 2, groups=2)
+
+
 def test_ensemble_mlp_heads_are_independent_models():
     torch.manual_seed(0)
     net = ensemble_mlp(3, 4, 2, hidden_dim=8, hidden_layers=2)

@@ -153,9 +153,10 @@ class CounterfactualHeads(nn.Module):
         self._generator = torch.Generator().manual_seed(seed)
         width, layers = settings.hidden_dim, settings.hidden_layers
         self.actor = ensemble_mlp(heads, input_dim, 2 * action_dim, width, layers, self._generator)
-        # Twin critics as 2H heads: [Q1 of every head; Q2 of every head].
+        # Twin critics as 2H heads: [Q1 of every head; Q2 of every head], Q1 and Q2 drawn
+        # apart (twins that start equal stay equal, and their minimum is no twin trick).
         self.critic = ensemble_mlp(
-            2 * heads, input_dim + action_dim, 1, width, layers, self._generator
+            2 * heads, input_dim + action_dim, 1, width, layers, self._generator, groups=2
         )
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha = nn.Parameter(torch.full((heads,), math.log(init_alpha)))
