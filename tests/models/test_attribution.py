@@ -47,7 +47,7 @@ def batch(n: int = 12, num_sources: int = 3, seed: int = 1):
 def critic_gradients(model: CounterfactualHeads, data: dict) -> list[torch.Tensor]:
     model.zero_grad()
     model._generator.manual_seed(7)  # the same policy noise for both calls
-    model.losses(**data).total.backward()
+    model.losses(**data).backward()
     return [p.grad.clone() for p in model.critic.parameters()]
 
 

@@ -42,7 +42,7 @@ import copy
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
@@ -104,12 +104,6 @@ class AttributionSettings:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-class HeadLosses(NamedTuple):
-    total: torch.Tensor  # () summed over heads: one backward trains them all
-    critic: torch.Tensor  # (H,) each head's critic loss, detached
-    actor: torch.Tensor  # (H,)
 
 
 class CounterfactualHeads(nn.Module):
@@ -206,7 +200,7 @@ class CounterfactualHeads(nn.Module):
         x_next: torch.Tensor,
         terminated: torch.Tensor,
         source: torch.Tensor,
-    ) -> HeadLosses:
+    ) -> torch.Tensor:
         """SAC losses of every head on the transitions of the sources it includes.
 
         ``x``/``x_next`` (B, D) are the heads' inputs, ``reward`` (B,) the main run's
@@ -230,7 +224,7 @@ class CounterfactualHeads(nn.Module):
         entropy_gap = (log_prob.detach() + self.target_entropy) * mask
         alpha_loss = -(self.log_alpha * entropy_gap.sum(1) / count)
         total = (critic + actor + alpha_loss).sum()
-        return HeadLosses(total, critic.detach(), actor.detach())
+        return total
 
     def sample_losses(
         self, s: ReplaySample, z: torch.Tensor, z_next: torch.Tensor, reward: torch.Tensor
@@ -243,9 +237,7 @@ class CounterfactualHeads(nn.Module):
             x, x_next = s.obs[:n].float(), s.next_obs[:n].float()
         else:
             x, x_next = z[:n], z_next[:n]
-        return self.losses(
-            x, s.action[:n], reward[:n], x_next, s.terminated[:n], s.source[:n]
-        ).total
+        return self.losses(x, s.action[:n], reward[:n], x_next, s.terminated[:n], s.source[:n])
 
     @torch.no_grad()
     def soft_update_target(self) -> None:
