@@ -25,6 +25,9 @@ source minus without k. Attributed: the run with every source measures each sour
 contribution at its own site with leave-one-source-out heads (``SACModule(attribution=...)``,
 ``v2p/models/attribution.py``); reported are its last measurement (unclipped) and what the
 ledger credited (the sum of ``delta_mpl_cust`` over k's shifts: the high-water mark, >= 0).
+A second run with every source measures the same by first-order gradient attribution
+(``attribution.method=gradient``, ``v2p/models/tracin.py``), raw and cosine; the policy trains
+identically with either method, so the leave-one-out runs serve both.
 
 Reported: Spearman correlations (torchmetrics) within each seed and pooled, sign agreement
 (values within ``--zero-band`` units/hr of 0 count as 0), the duplicate's and the corrupted
@@ -56,6 +59,7 @@ from bench._common import progress  # noqa: E402
 from v2p.callbacks import EconomicsCallback  # noqa: E402
 from v2p.cli import main as cli_main  # noqa: E402
 from v2p.envs import DISH_KINDS, DishKind, DishwashingVectorEnv  # noqa: E402
+from v2p.models.tracin import NORMALISATIONS  # noqa: E402
 
 CONFIG = ROOT / "configs" / "dishwashing_sources.yaml"
 CORRUPT_ID = "bench/CorruptedLogs-v0"
@@ -132,8 +136,9 @@ def site_mpl(model, env_kwargs: dict, shifts: int = 16, seed: int = 12345) -> fl
     return float(np.mean(completed / hours))
 
 
-def train(sources: list[dict] | None, seed: int, updates: int, root: str, attribution: bool):
-    """Fit the sources config (with ``sources`` and the catalogue, or as shipped when None);
+def train(sources: list[dict] | None, seed: int, updates: int, root: str, attribution):
+    """Fit the sources config (with ``sources`` and the catalogue, or as shipped when None),
+    with its attribution (True), none (False) or these attribution settings (a dict);
     (model, EconomicsCallback, log dir, seconds in fit)."""
     args = [
         "--config",
@@ -149,8 +154,10 @@ def train(sources: list[dict] | None, seed: int, updates: int, root: str, attrib
             f"--data.init_args.sources={json.dumps(sources)}",  # JSON is YAML
             f"--data.init_args.env_kwargs={json.dumps(COMMON_KWARGS)}",
         ]
-    if not attribution:
+    if attribution is False:
         args.append("--model.init_args.attribution=null")
+    elif isinstance(attribution, dict):
+        args.append(f"--model.init_args.attribution={json.dumps(attribution)}")
     cli = cli_main(args, run=False)
     start = time.perf_counter()
     cli.trainer.fit(cli.model, cli.datamodule)
@@ -183,6 +190,7 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=6000)
     parser.add_argument("--zero-band", type=float, default=1.0)
     parser.add_argument("--overhead", action="store_true", help="time the sources config too")
+    parser.add_argument("--every", type=int, default=10, help="gradient attribution's sampling")
     args = parser.parse_args()
     register_corrupted_env()
     site = {s["name"]: s["env_kwargs"] for s in SOURCES}
@@ -191,6 +199,7 @@ def main() -> None:
     actual = {k: [] for k in CUSTOMERS}
     measured = {k: [] for k in CUSTOMERS}  # the heads' last contribution, unclipped
     credit = {k: [] for k in CUSTOMERS}  # the ledger's sum of delta_mpl_cust
+    gradient = {v: {k: [] for k in CUSTOMERS} for v in NORMALISATIONS}  # last, unclipped
     quote_rho: list[float] = []
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as root:
@@ -201,6 +210,11 @@ def main() -> None:
             for k, value in credited(log_dir / "economics.csv").items():
                 credit[k].append(value)
                 measured[k].append(contributions[names.index(k)])
+            settings = {"method": "gradient", "every": args.every}
+            model_g, *_ = train(SOURCES, seed, args.updates, f"{root}/gradient", settings)
+            for variant, values in model_g.attribution.variants.items():
+                for k in CUSTOMERS:
+                    gradient[variant][k].append(values[names.index(k)])
             quotes = [q for q in economics.pricer.quotes if q.predicted != 0.0]
             if len(quotes) > 2:
                 quote_rho.append(
@@ -212,32 +226,43 @@ def main() -> None:
                 actual[k].append(with_all[k] - site_mpl(model_k, site[k]))
                 progress(
                     f"seed {seed} {k}: actual {actual[k][-1]:+.2f}, measured "
-                    f"{measured[k][-1]:+.2f}, credited {credit[k][-1]:.2f}"
+                    f"{measured[k][-1]:+.2f}, credited {credit[k][-1]:.2f}, gradient raw "
+                    f"{gradient['raw'][k][-1]:+.2f} cosine {gradient['cosine'][k][-1]:+.2f}"
                 )
-        overhead = measure_overhead(args.updates, root) if args.overhead else None
-    print_results(args, actual, measured, credit, quote_rho, overhead, time.perf_counter() - start)
+        overhead = measure_overhead(args.updates, root, args.every) if args.overhead else None
+    print_results(
+        args, actual, measured, credit, gradient, quote_rho, overhead, time.perf_counter() - start
+    )
 
 
-def measure_overhead(updates: int, root: str) -> tuple[float, float]:
-    """Seconds in fit of the shipped sources config without and with attribution (seed 0)."""
-    seconds = []
-    for attribution in (False, True):
-        *_, s = train(None, 0, updates, f"{root}/overhead-{attribution}", attribution)
-        seconds.append(s)
-        progress(f"sources config, attribution {attribution}: {s:.0f} s")
-    return seconds[0], seconds[1]
+def measure_overhead(updates: int, root: str, every: int) -> dict[str, float]:
+    """Seconds in fit of the shipped sources config (seed 0) without attribution, with its
+    heads, and with gradient attribution."""
+    seconds = {}
+    runs = {
+        "none": False,
+        "counterfactual": True,
+        "gradient": {"method": "gradient", "every": every},
+    }
+    for label, attribution in runs.items():
+        *_, seconds[label] = train(None, 0, updates, f"{root}/overhead-{label}", attribution)
+        progress(f"sources config, attribution {label}: {seconds[label]:.0f} s")
+    return seconds
 
 
-def print_results(args, actual, measured, credit, quote_rho, overhead, seconds: float) -> None:
+def print_results(
+    args, actual, measured, credit, gradient, quote_rho, overhead, seconds: float
+) -> None:
     seeds = range(len(args.seeds))
-    runs = len(args.seeds) * (1 + len(CUSTOMERS)) + (2 if overhead else 0)
+    runs = len(args.seeds) * (2 + len(CUSTOMERS)) + (3 if overhead else 0)
     lines = [
         f"{len(args.seeds)} seeds x {args.updates:,} updates per run, {runs} runs in "
         f"{seconds / 60:.0f} min.",
         "",
         "| customer source | actual ΔMPL at its site, units/hr (mean; per seed) | "
-        "measured contribution (mean; per seed) | credited Σ ΔMPL_cust (mean; per seed) |",
-        "|---|---:|---:|---:|",
+        "measured contribution (mean; per seed) | credited Σ ΔMPL_cust (mean; per seed) | "
+        "gradient, raw (mean; per seed) | gradient, cosine (mean; per seed) |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
 
     def cell(values: list[float], fmt: str) -> str:
@@ -246,9 +271,16 @@ def print_results(args, actual, measured, credit, quote_rho, overhead, seconds: 
     for k in CUSTOMERS:
         lines.append(
             f"| {k} | {cell(actual[k], '+.2f')} | {cell(measured[k], '+.2f')} | "
-            f"{cell(credit[k], '.2f')} |"
+            f"{cell(credit[k], '.2f')} | {cell(gradient['raw'][k], '+.2f')} | "
+            f"{cell(gradient['cosine'][k], '+.2f')} |"
         )
-    for label, attributed in (("measured contribution", measured), ("credit", credit)):
+    methods = {
+        "measured contribution": measured,
+        "credit": credit,
+        "gradient attribution, raw": gradient["raw"],
+        "gradient attribution, cosine": gradient["cosine"],
+    }
+    for label, attributed in methods.items():
         within = [
             spearman([attributed[k][i] for k in CUSTOMERS], [actual[k][i] for k in CUSTOMERS])
             for i in seeds
@@ -265,25 +297,36 @@ def print_results(args, actual, measured, credit, quote_rho, overhead, seconds: 
             f"{len(CUSTOMERS) * len(seeds)} (source, seed) pairs {pooled:.2f}.",
         ]
     band = args.zero_band
-    agree = sum(
-        sign(measured[k][i], band) == sign(actual[k][i], band) for k in CUSTOMERS for i in seeds
-    )
-    strict = sum((measured[k][i] > 0) == (actual[k][i] > 0) for k in CUSTOMERS for i in seeds)
     pairs = len(CUSTOMERS) * len(seeds)
-    lines.append(
-        f"Sign agreement of the measured contribution with the actual ΔMPL (within ±{band:g} "
-        f"units/hr of 0 counts as 0): {agree}/{pairs}; strict signs (> 0 or not): "
-        f"{strict}/{pairs}."
-    )
-    best = max(CUSTOMERS, key=lambda k: statistics.mean(credit[k]))
-    for k in WORTHLESS:
-        ratio = [credit[k][i] / max(credit[best][i], 1e-9) for i in seeds]
-        lines.append(
-            f"{k} is credited {', '.join(f'{100 * r:.1f}%' for r in ratio)} of {best}'s "
-            "credit (per seed; target at most 10%)."
+    for label, attributed in methods.items():
+        if label == "credit":
+            continue  # clipped at 0: its sign says nothing
+        agree = sum(
+            sign(attributed[k][i], band) == sign(actual[k][i], band)
+            for k in CUSTOMERS
+            for i in seeds
         )
+        strict = sum((attributed[k][i] > 0) == (actual[k][i] > 0) for k in CUSTOMERS for i in seeds)
+        lines.append(
+            f"Sign agreement of the {label} with the actual ΔMPL (within ±{band:g} units/hr of "
+            f"0 counts as 0): {agree}/{pairs}; strict signs (> 0 or not): {strict}/{pairs}."
+        )
+    for label, attributed in (
+        ("credit", credit),
+        *((f"gradient, {v}", gradient[v]) for v in NORMALISATIONS),
+    ):
+        clipped = {k: [max(0.0, v) for v in attributed[k]] for k in CUSTOMERS}
+        best = max(CUSTOMERS, key=lambda k: statistics.mean(clipped[k]))
+        for k in WORTHLESS:
+            ratio = [clipped[k][i] / max(clipped[best][i], 1e-9) for i in seeds]
+            lines.append(
+                f"{label}: {k} gets {', '.join(f'{100 * r:.1f}%' for r in ratio)} of {best}'s "
+                "(clipped at 0; per seed; target at most 10%)."
+            )
     harmful = [
-        f"seed {args.seeds[i]}: measured {measured['customer_corrupt'][i]:+.2f}, actual "
+        f"seed {args.seeds[i]}: measured {measured['customer_corrupt'][i]:+.2f}, gradient raw "
+        f"{gradient['raw']['customer_corrupt'][i]:+.2f} cosine "
+        f"{gradient['cosine']['customer_corrupt'][i]:+.2f}, actual "
         f"{actual['customer_corrupt'][i]:+.2f}"
         for i in seeds
     ]
@@ -297,11 +340,16 @@ def print_results(args, actual, measured, credit, quote_rho, overhead, seconds: 
             "samples once it quotes, per seed): " + ", ".join(f"{r:.2f}" for r in quote_rho) + "."
         )
     if overhead:
-        off, on = overhead
+        off = overhead["none"]
         lines.append(
             f"Attribution overhead on configs/dishwashing_sources.yaml ({args.updates:,} "
-            f"updates, seed 0, time in fit): {off:.0f} s without, {on:.0f} s with: "
-            f"{100 * (on / off - 1):+.0f}% (budget +25%)."
+            f"updates, seed 0, time in fit): {off:.0f} s without; "
+            + "; ".join(
+                f"{label} {s:.0f} s, {100 * (s / off - 1):+.0f}%"
+                for label, s in overhead.items()
+                if label != "none"
+            )
+            + " (budget +25%)."
         )
     print("\n".join(lines))
 

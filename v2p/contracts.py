@@ -32,6 +32,7 @@ __all__ = [
     "EpisodeBatch",
     "EpisodeRecord",
     "EvalBatch",
+    "EvalTransitions",
     "Policy",
     "PriorityFeedback",
     "ReplayFeatureProvider",
@@ -112,6 +113,19 @@ class EvalBatch(NamedTuple):
     source_names: tuple[str, ...] = (PLATFORM,)  # names of the episodes' source ids
 
 
+class EvalTransitions(NamedTuple):
+    """One step of the platform's evaluation episodes, as the platform observed it: the envs
+    still in their first episode, arrays with a leading dimension of their count."""
+
+    obs: np.ndarray  # (n, *obs_shape)
+    action: np.ndarray  # (n, A) float32
+    reward: np.ndarray  # (n,) float32, the env's reward
+    err: np.ndarray  # (n,) float32, the step's error rate (0 where the env is not economic)
+    next_obs: np.ndarray  # (n, *obs_shape), the episode's last observation where it ended
+    terminated: np.ndarray  # (n,) float32
+    source: np.ndarray  # (n,) int, the envs' source ids
+
+
 class AttributionEvaluation(NamedTuple):
     """One evaluation of each source's contribution (:mod:`v2p.models.attribution`).
 
@@ -155,9 +169,13 @@ class AttributionProvider(Protocol):
 @runtime_checkable
 class SiteEvaluator(Protocol):
     """Runs the platform's evaluation episodes at every site with a given policy (the
-    model's own when ``act`` is None)."""
+    model's own when ``act`` is None), handing each step's transitions to ``observe``."""
 
-    def evaluate(self, act: Callable[..., np.ndarray] | None = None) -> EvalBatch: ...
+    def evaluate(
+        self,
+        act: Callable[..., np.ndarray] | None = None,
+        observe: Callable[[EvalTransitions], None] | None = None,
+    ) -> EvalBatch: ...
 
 
 @runtime_checkable

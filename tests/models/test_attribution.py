@@ -215,9 +215,15 @@ def test_sac_attribution_needs_sources_and_flat_observations():
         )
 
 
-def test_resume_with_attribution_retraces_the_uninterrupted_run(tmp_path):
-    """Heads, their generator, their evaluations and the customers' credit all come back:
-    N updates resumed for M more == N + M in one run, ledger and attribution.csv included."""
+@pytest.mark.parametrize(
+    "attribution",
+    [{"hidden_dim": 8}, {"method": "gradient", "every": 2}],
+    ids=["heads", "gradient"],
+)
+def test_resume_with_attribution_retraces_the_uninterrupted_run(tmp_path, attribution):
+    """The attribution's state (heads and their generator, or the gradient method's open
+    window and baseline), its evaluations and the customers' credit all come back: N updates
+    resumed for M more == N + M in one run, ledger and attribution.csv included."""
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from v2p.callbacks import EconomicsCallback
@@ -230,10 +236,7 @@ def test_resume_with_attribution_retraces_the_uninterrupted_run(tmp_path):
             max_steps=max_steps,
             callbacks=[economics, *callbacks],
             data_kwargs={"sources": TWO_SOURCES},
-            model_kwargs={
-                "source_names": ["platform", "customer"],
-                "attribution": {"hidden_dim": 8},
-            },
+            model_kwargs={"source_names": ["platform", "customer"], "attribution": attribution},
         )
         return economics, model, dm, trainer
 

@@ -32,6 +32,7 @@ from v2p.contracts import (
     PLATFORM,
     EpisodeRecord,
     EvalBatch,
+    EvalTransitions,
     Policy,
     ReplayFeatureProvider,
     RolloutBatch,
@@ -452,28 +453,53 @@ class RolloutDataModule(L.LightningDataModule):
         self._episode_start = done
         self.env_steps += self.num_envs
 
-    def evaluate(self, act: Callable[..., np.ndarray] | None = None) -> EvalBatch:
+    def evaluate(
+        self,
+        act: Callable[..., np.ndarray] | None = None,
+        observe: Callable[[EvalTransitions], None] | None = None,
+    ) -> EvalBatch:
         """One deterministic episode on each of ``eval_episodes`` separate envs per source,
         acted by ``act(obs, deterministic=True)`` (the trainer's model when None).
 
         The eval envs are reset with the same seed every time, so successive evaluations
-        differ only by the policy.
+        differ only by the policy. ``observe``, if given, is handed every step's transitions
+        as the platform observed them (gradient attribution measures its site objectives on
+        them, :mod:`v2p.models.tracin`).
         """
         if not hasattr(self, "_eval_envs"):
             self._eval_envs = self._make_envs(envs_per_source=self.eval_episodes)
         envs = self._eval_envs
         obs, _ = envs.reset(seed=self._eval_seed)
         n = envs.num_envs
-        tracker = EpisodeTracker(n, np.repeat(np.arange(len(self.sources)), self.eval_episodes))
+        sources = np.repeat(np.arange(len(self.sources)), self.eval_episodes)
+        tracker = EpisodeTracker(n, sources)
         finished: dict[int, EpisodeRecord] = {}
         act = act or self._policy()
         while len(finished) < n:
             actions = np.asarray(act(obs, deterministic=True), dtype=np.float32)
-            obs, reward, terminated, truncated, info = envs.step(actions)
+            next_obs, reward, terminated, truncated, info = envs.step(actions)
             info = with_final_step_info(info)
             done = np.logical_or(terminated, truncated)
+            if observe is not None:
+                final_obs = next_obs
+                if done.any():  # same-step autoreset: a finished env's last obs is in info
+                    final_obs = next_obs.copy()
+                    final_obs[done] = np.stack(list(info["final_obs"][done]))
+                live = np.array([i not in finished for i in range(n)])
+                observe(
+                    EvalTransitions(
+                        obs[live],
+                        actions[live],
+                        np.asarray(reward, np.float32)[live],
+                        error_rates(info, n, f"env {self.env_id!r}")[live],
+                        final_obs[live],
+                        np.asarray(terminated, np.float32)[live],
+                        sources[live],
+                    )
+                )
             for record in tracker.step(np.asarray(reward, np.float64), done, info):
                 finished.setdefault(record.env_index, record)
+            obs = next_obs
         return EvalBatch(
             tuple(finished[i] for i in sorted(finished)), self.env_steps, tuple(self.source_names)
         )

@@ -52,16 +52,24 @@ from torch.func import functional_call
 from v2p.contracts import PLATFORM, AttributionEvaluation, EvalBatch, ReplaySample
 from v2p.models.components import LOG_STD_MAX, LOG_STD_MIN, box_affine, squashed_gaussian
 from v2p.models.ensemble import ensemble_mlp
+from v2p.models.evaluation import expected_site_mpl
+from v2p.models.tracin import NORMALISATIONS, GradientAttribution, flat_size
 from v2p.validation import check_int, check_scalar
 
 INPUTS = ("observation", "latent")
+METHODS = ("counterfactual", "gradient")
 
 
 @dataclass(frozen=True)
 class AttributionSettings:
-    """How :class:`CounterfactualHeads` are built and trained (``model.init_args.attribution``).
+    """How each source's contribution is measured (``model.init_args.attribution``).
 
     Args:
+        method: ``counterfactual`` (leave-one-source-out heads, :class:`CounterfactualHeads`)
+            or ``gradient`` (first-order attribution of the policy's own updates,
+            :class:`~v2p.models.tracin.GradientAttribution`).
+        every, normalise: of the gradient method: take the per-source gradients every
+            ``every``-th update; credit the ``cosine`` or the ``raw`` variant.
         hidden_dim, hidden_layers: of each head's actor and critics.
         lr: Adam learning rate of the heads.
         batch: transitions of each training batch the heads train on (its first ``batch``;
@@ -70,6 +78,9 @@ class AttributionSettings:
             encoder's detached latent; for pixels, where the heads cannot afford an encoder).
     """
 
+    method: str = "counterfactual"
+    every: int = 10
+    normalise: str = "cosine"
     hidden_dim: int = 64
     hidden_layers: int = 2
     lr: float = 1e-3
@@ -77,6 +88,13 @@ class AttributionSettings:
     inputs: str = "observation"
 
     def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"attribution.method must be one of {METHODS}, got {self.method!r}")
+        check_int("attribution.every", self.every, ge=1)
+        if self.normalise not in NORMALISATIONS:
+            raise ValueError(
+                f"attribution.normalise must be one of {NORMALISATIONS}, got {self.normalise!r}"
+            )
         check_int("attribution.hidden_dim", self.hidden_dim, ge=1)
         check_int("attribution.hidden_layers", self.hidden_layers, ge=1)
         check_scalar("attribution.lr", self.lr, gt=0)
@@ -300,16 +318,19 @@ def build_attribution(
     latent_dim: int,
     action_low: torch.Tensor,
     action_high: torch.Tensor,
+    attributed_params: Sequence[torch.Tensor],
     *,
     gamma: float,
     tau: float,
     init_alpha: float,
     target_entropy: float,
-) -> CounterfactualHeads | None:
-    """The heads of a SAC model over these sources, or None without settings.
+) -> CounterfactualHeads | GradientAttribution | None:
+    """What measures each source's contribution in a SAC model over these sources (None
+    without settings). ``attributed_params`` are the policy's parameters whose updates the
+    gradient method attributes.
 
-    Their generator is seeded from ``torch.initial_seed()`` (what ``seed_everything`` set),
-    which draws nothing from the global RNG.
+    The heads' generator is seeded from ``torch.initial_seed()`` (what ``seed_everything``
+    set), which draws nothing from the global RNG.
     """
     if settings is None:
         return None
@@ -318,6 +339,10 @@ def build_attribution(
         raise ValueError(
             f"attribution measures each source's contribution, but the data has one source "
             f"{names}: give data.init_args.sources, or set attribution to null"
+        )
+    if settings.method == "gradient":
+        return GradientAttribution(
+            len(names), flat_size(attributed_params), settings.every, settings.normalise
         )
     if settings.inputs == "observation":
         if len(observation_shape) != 1:
@@ -340,19 +365,3 @@ def build_attribution(
         target_entropy=target_entropy,
         seed=torch.initial_seed() % 2**63,
     )
-
-
-def expected_site_mpl(batch: EvalBatch, num_sources: int) -> list[float]:
-    """Mean expected MPL (expected completions per hour of the actions taken) of each source's
-    evaluation shifts in ``batch``; NaN for a source without shifts."""
-    per_source: list[list[float]] = [[] for _ in range(num_sources)]
-    for episode in batch.episodes:
-        shift = episode.shift
-        if shift is None:
-            raise ValueError(
-                "counterfactual attribution measures MPL at each site: the env must report "
-                "economics (EpisodeRecord.shift), but an evaluation episode has none"
-            )
-        completed = shift.expected_attempts - shift.expected_errors
-        per_source[episode.source].append(completed / shift.hours)
-    return [float(np.mean(v)) if v else math.nan for v in per_source]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from v2p.contracts import EvalBatch
@@ -32,3 +34,19 @@ def evaluation_metrics(batch: EvalBatch) -> dict[str, float]:
             [s.expected_errors / max(s.expected_attempts, 1e-12) for s in shifts]
         )
     return {k: float(v) for k, v in metrics.items()}
+
+
+def expected_site_mpl(batch: EvalBatch, num_sources: int) -> list[float]:
+    """Mean expected MPL (expected completions per hour of the actions taken) of each source's
+    evaluation shifts in ``batch``; NaN for a source without shifts."""
+    per_source: list[list[float]] = [[] for _ in range(num_sources)]
+    for episode in batch.episodes:
+        shift = episode.shift
+        if shift is None:
+            raise ValueError(
+                "attribution measures MPL at each site: the env must report "
+                "economics (EpisodeRecord.shift), but an evaluation episode has none"
+            )
+        completed = shift.expected_attempts - shift.expected_errors
+        per_source[episode.source].append(completed / shift.hours)
+    return [float(np.mean(v)) if v else math.nan for v in per_source]

@@ -39,6 +39,7 @@ from torch.nn import functional as F
 
 from v2p.contracts import (
     PLATFORM,
+    AttributionEvaluation,
     EvalBatch,
     PriorityFeedback,
     ReplayFeatures,
@@ -50,16 +51,17 @@ from v2p.contracts import (
     require,
 )
 from v2p.encoders import encoder_from_hparams
-from v2p.models.attribution import AttributionSettings, build_attribution
+from v2p.models.attribution import AttributionSettings, CounterfactualHeads, build_attribution
 from v2p.models.components import Actor, TwinCritic
 from v2p.models.constraint import ShiftConstraint, gather_in_rank_order
 from v2p.models.encoder_training import EncoderTraining, load_encoder_weights, reset_head
-from v2p.models.evaluation import evaluation_metrics
+from v2p.models.evaluation import evaluation_metrics, expected_site_mpl
 from v2p.models.novelty_scoring import (
     NoveltyScoring,
     build_novelty_model,
     check_novelty_settings,
 )
+from v2p.models.tracin import GradientAttribution, adam_step_scale, per_source_gradients
 from v2p.rng_state import capture_global_rng, restore_global_rng
 from v2p.validation import check_int, check_scalar
 
@@ -118,10 +120,11 @@ class SACModule(L.LightningModule):
             worth it on a GPU when updates are launch-bound) or ``max-autotune``.
         source_names: names of the data sources the transitions' ``source`` ids index (linked
             from the data module by the CLI).
-        attribution: measure each source's contribution to each site's MPL with
-            leave-one-source-out heads trained beside the policy
-            (:class:`~v2p.models.attribution.AttributionSettings`, ECONOMICS.md section 7.1); None
-            (the default) measures nothing. Needs at least two sources.
+        attribution: measure each source's contribution to each site's MPL, with
+            leave-one-source-out heads trained beside the policy or by first-order gradient
+            attribution of its updates (:class:`~v2p.models.attribution.AttributionSettings`,
+            ECONOMICS.md section 7.1); None (the default) measures nothing. Needs at least
+            two sources.
     """
 
     def __init__(
@@ -254,6 +257,7 @@ class SACModule(L.LightningModule):
             latent_dim,
             low,
             high,
+            self._attributed_params(),
             gamma=gamma,
             tau=tau,
             init_alpha=init_alpha,
@@ -312,6 +316,8 @@ class SACModule(L.LightningModule):
         # its own stream back from the checkpoint (RolloutDataModule restores each rank's).
         if self.trainer.global_rank > 0 and self.trainer.ckpt_path is None:
             torch.manual_seed(torch.initial_seed() + self.trainer.global_rank)
+        if isinstance(self.attribution, GradientAttribution):
+            self._start_gradient_attribution()
 
     def _learning_rates(self) -> list[float]:
         """Of the optimiser's parameter groups, in order."""
@@ -319,7 +325,7 @@ class SACModule(L.LightningModule):
         rates = [hp.critic_lr, hp.actor_lr, hp.alpha_lr]
         if hp.novelty_online:
             rates.append(hp.novelty_lr)
-        if self.attribution is not None:
+        if isinstance(self.attribution, CounterfactualHeads):
             rates.append(self.attribution.settings.lr)
         return rates
 
@@ -329,7 +335,7 @@ class SACModule(L.LightningModule):
         params.append([self.log_alpha])
         if self.hparams.novelty_online:
             params.append(list(self.novelty.denoiser.parameters()))
-        if self.attribution is not None:
+        if isinstance(self.attribution, CounterfactualHeads):
             params.append([p for p in self.attribution.parameters() if p.requires_grad])
         rates = self._learning_rates()
         groups = [{"params": p, "lr": lr} for p, lr in zip(params, rates, strict=True)]
@@ -362,9 +368,15 @@ class SACModule(L.LightningModule):
     def update(self, batch: RolloutBatch) -> dict[str, torch.Tensor]:
         """One SAC gradient update on a replay sample; returns detached metrics."""
         losses = self._losses if self._compiled_losses is None else self._compiled_losses
-        total, z_actor, z_next, reward, metrics = losses(batch.sample)
-        if self.attribution is not None:
-            total = total + self.attribution.sample_losses(batch.sample, z_actor, z_next, reward)
+        total, z_actor, z_next, reward, per_sample, metrics = losses(batch.sample)
+        attribution = self.attribution
+        if isinstance(attribution, CounterfactualHeads):
+            total = total + attribution.sample_losses(batch.sample, z_actor, z_next, reward)
+        source_gradients = None
+        if isinstance(attribution, GradientAttribution) and attribution.due(self.global_step):
+            source_gradients = per_source_gradients(
+                per_sample, batch.sample.source, attribution.num_sources, self._attributed_params()
+            )
         scoring = self.novelty_scoring
         if scoring is not None:
             z_scored = scoring.scored(z_actor)
@@ -379,8 +391,11 @@ class SACModule(L.LightningModule):
         self.manual_backward(total)
         optimizer.step()
         self._soft_update_target()
-        if self.attribution is not None:
-            self.attribution.soft_update_target()
+        if isinstance(attribution, CounterfactualHeads):
+            attribution.soft_update_target()
+        if source_gradients is not None:
+            step_scale = adam_step_scale(optimizer.optimizer, self._attributed_params())
+            attribution.record_step(source_gradients, step_scale)
         self._nonfinite |= ~torch.isfinite(total)  # checked later, without a sync here
 
         if scoring is not None:
@@ -393,9 +408,18 @@ class SACModule(L.LightningModule):
 
     def _losses(
         self, s: ReplaySample
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    ) -> tuple[
+        torch.Tensor,
+        torch.Tensor,
+        torch.Tensor,
+        torch.Tensor,
+        torch.Tensor,
+        dict[str, torch.Tensor],
+    ]:
         """The summed SAC losses of a sample; its detached latents and next latents; the
-        (penalised, scaled) reward; and detached metrics.
+        (penalised, scaled) reward; each transition's critic and actor loss (B,), whose mean
+        is the sum of the two losses (gradient attribution splits it by source); and detached
+        metrics.
 
         A pure tensor function of the sample and the module's state (no optimiser, no host
         reads), so ``compile_update`` can hand it to ``torch.compile`` whole.
@@ -416,18 +440,20 @@ class SACModule(L.LightningModule):
         with torch.set_grad_enabled(self.encoding.learns):
             z = self.encoding.replay_latent(s.obs)
         q1, q2 = self.critic(z, s.action)
+        squared = (q1 - target_q).square() + (q2 - target_q).square()
         if s.weight is None:
             critic_loss = F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)
         else:  # importance weights of a prioritised draw
-            squared = (q1 - target_q).square() + (q2 - target_q).square()
-            critic_loss = (s.weight * squared).mean()
+            squared = s.weight * squared
+            critic_loss = squared.mean()
 
         z_actor = z.detach()
         action, log_prob = self.actor.sample(z_actor)
         # The critic as a pure function of detached weights: the actor loss moves the actor only.
         frozen = {k: v.detach() for k, v in self.critic.named_parameters()}
         q1_pi, q2_pi = functional_call(self.critic, frozen, (z_actor, action))
-        actor_loss = (alpha * log_prob - torch.min(q1_pi, q2_pi)).mean()
+        actor_terms = alpha * log_prob - torch.min(q1_pi, q2_pi)
+        actor_loss = actor_terms.mean()
         alpha_loss = -(self.log_alpha * (log_prob.detach() + self.target_entropy)).mean()
 
         total = critic_loss + actor_loss + alpha_loss
@@ -436,6 +462,7 @@ class SACModule(L.LightningModule):
             z_actor,
             z_next,
             reward,
+            squared + actor_terms,
             {
                 "critic_loss": critic_loss.detach(),
                 "actor_loss": actor_loss.detach(),
@@ -500,9 +527,12 @@ class SACModule(L.LightningModule):
             return
         datamodule = require(self.trainer.datamodule, SiteEvaluator, "the trainer's datamodule")
         names = require(datamodule, SourceCatalog, "the trainer's datamodule").source_names
-        evaluation = self.attribution.evaluate(
-            datamodule.evaluate, self._attribution_inputs, self.global_step
-        )
+        if isinstance(self.attribution, CounterfactualHeads):
+            evaluation = self.attribution.evaluate(
+                datamodule.evaluate, self._attribution_inputs, self.global_step
+            )
+        else:
+            evaluation = self._close_attribution_window(datamodule)
         self.log_dict(
             {f"attribution/{n}": c for n, c in zip(names, evaluation.contributions, strict=True)},
             on_step=False,
@@ -510,6 +540,46 @@ class SACModule(L.LightningModule):
             sync_dist=True,
             batch_size=1,
         )
+
+    # ------------------------------------------------------ gradient attribution
+
+    def _attributed_params(self) -> list[torch.Tensor]:
+        """The parameters whose updates gradient attribution splits by source: the encoder's
+        (when it learns), the critic's and the actor's."""
+        encoder = [p for p in self.encoder.parameters() if p.requires_grad]
+        return [*encoder, *self.critic.parameters(), *self.actor.parameters()]
+
+    def _start_gradient_attribution(self) -> None:
+        """Measure the untrained policy's MPL at every site: the first window's start (a
+        resumed run has it back from its checkpoint)."""
+        if self.encoding.replay_features is not None:
+            raise ValueError(
+                "attribution.method=gradient measures the SAC loss on the evaluation envs' "
+                "observations, but this replay stores encoder features instead: use "
+                "attribution.method=counterfactual, or turn cache_frame_features off"
+            )
+        if not self.attribution.has_baseline:
+            datamodule = require(self.trainer.datamodule, SiteEvaluator, "the datamodule")
+            site_mpl = expected_site_mpl(datamodule.evaluate(), self.attribution.num_sources)
+            self.attribution.set_baseline(site_mpl, self._mean_over_ranks)
+
+    def _close_attribution_window(self, datamodule: SiteEvaluator) -> AttributionEvaluation:
+        """Evaluate the policy at every site, differentiate each site's objective on the
+        transitions observed there, and close the gradient attribution's window."""
+        return self.attribution.evaluate(
+            datamodule.evaluate,
+            self._per_transition_losses,
+            self._attributed_params(),
+            self.optimizers().optimizer,
+            self.global_step,
+            self._mean_over_ranks,
+        )
+
+    def _per_transition_losses(self, sample: ReplaySample) -> torch.Tensor:
+        return self._losses(sample)[4]
+
+    def _mean_over_ranks(self, value: torch.Tensor) -> torch.Tensor:
+        return self.trainer.strategy.reduce(value, reduce_op="mean")
 
     @torch.no_grad()
     def _attribution_inputs(self, obs: np.ndarray) -> torch.Tensor:
