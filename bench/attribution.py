@@ -26,7 +26,8 @@ contribution at its own site with leave-one-source-out heads (``SACModule(attrib
 ``v2p/models/attribution.py``); reported are its last measurement (unclipped) and what the
 ledger credited (the sum of ``delta_mpl_cust`` over k's shifts: the high-water mark, >= 0).
 A second run with every source measures the same by first-order gradient attribution
-(``attribution.method=gradient``, ``v2p/models/tracin.py``), raw and cosine; the policy trains
+(``attribution.method=gradient``, ``v2p/models/tracin.py``) in every variant: the site
+objective's critic (TD) term, its actor term or both, each raw and cosine. The policy trains
 identically with either method, so the leave-one-out runs serve both.
 
 Reported: Spearman correlations (torchmetrics) within each seed and pooled, sign agreement
@@ -59,7 +60,7 @@ from bench._common import progress  # noqa: E402
 from v2p.callbacks import EconomicsCallback  # noqa: E402
 from v2p.cli import main as cli_main  # noqa: E402
 from v2p.envs import DISH_KINDS, DishKind, DishwashingVectorEnv  # noqa: E402
-from v2p.models.tracin import NORMALISATIONS  # noqa: E402
+from v2p.models.tracin import VARIANTS  # noqa: E402
 
 CONFIG = ROOT / "configs" / "dishwashing_sources.yaml"
 CORRUPT_ID = "bench/CorruptedLogs-v0"
@@ -199,7 +200,7 @@ def main() -> None:
     actual = {k: [] for k in CUSTOMERS}
     measured = {k: [] for k in CUSTOMERS}  # the heads' last contribution, unclipped
     credit = {k: [] for k in CUSTOMERS}  # the ledger's sum of delta_mpl_cust
-    gradient = {v: {k: [] for k in CUSTOMERS} for v in NORMALISATIONS}  # last, unclipped
+    gradient = {v: {k: [] for k in CUSTOMERS} for v in VARIANTS}  # last, unclipped
     quote_rho: list[float] = []
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as root:
@@ -226,8 +227,8 @@ def main() -> None:
                 actual[k].append(with_all[k] - site_mpl(model_k, site[k]))
                 progress(
                     f"seed {seed} {k}: actual {actual[k][-1]:+.2f}, measured "
-                    f"{measured[k][-1]:+.2f}, credited {credit[k][-1]:.2f}, gradient raw "
-                    f"{gradient['raw'][k][-1]:+.2f} cosine {gradient['cosine'][k][-1]:+.2f}"
+                    f"{measured[k][-1]:+.2f}, credited {credit[k][-1]:.2f}, gradient "
+                    + " ".join(f"{v} {gradient[v][k][-1]:+.2f}" for v in VARIANTS)
                 )
         overhead = measure_overhead(args.updates, root, args.every) if args.overhead else None
     print_results(
@@ -260,9 +261,8 @@ def print_results(
         f"{seconds / 60:.0f} min.",
         "",
         "| customer source | actual ΔMPL at its site, units/hr (mean; per seed) | "
-        "measured contribution (mean; per seed) | credited Σ ΔMPL_cust (mean; per seed) | "
-        "gradient, raw (mean; per seed) | gradient, cosine (mean; per seed) |",
-        "|---|---:|---:|---:|---:|---:|",
+        "measured contribution (mean; per seed) | credited Σ ΔMPL_cust (mean; per seed) |",
+        "|---|---:|---:|---:|",
     ]
 
     def cell(values: list[float], fmt: str) -> str:
@@ -271,14 +271,25 @@ def print_results(
     for k in CUSTOMERS:
         lines.append(
             f"| {k} | {cell(actual[k], '+.2f')} | {cell(measured[k], '+.2f')} | "
-            f"{cell(credit[k], '.2f')} | {cell(gradient['raw'][k], '+.2f')} | "
-            f"{cell(gradient['cosine'][k], '+.2f')} |"
+            f"{cell(credit[k], '.2f')} |"
+        )
+    lines += [
+        "",
+        "Gradient attribution (a second run; its policy is the same), each source's "
+        "contribution at its own site, units/hr (mean; per seed), by variant "
+        "(objective/normalisation):",
+        "",
+        "| customer source | " + " | ".join(VARIANTS) + " |",
+        "|---|" + "---:|" * len(VARIANTS),
+    ]
+    for k in CUSTOMERS:
+        lines.append(
+            f"| {k} | " + " | ".join(cell(gradient[v][k], "+.1f") for v in VARIANTS) + " |"
         )
     methods = {
         "measured contribution": measured,
         "credit": credit,
-        "gradient attribution, raw": gradient["raw"],
-        "gradient attribution, cosine": gradient["cosine"],
+        **{f"gradient {v}": gradient[v] for v in VARIANTS},
     }
     for label, attributed in methods.items():
         within = [
@@ -313,7 +324,7 @@ def print_results(
         )
     for label, attributed in (
         ("credit", credit),
-        *((f"gradient, {v}", gradient[v]) for v in NORMALISATIONS),
+        *((f"gradient {v}", gradient[v]) for v in VARIANTS),
     ):
         clipped = {k: [max(0.0, v) for v in attributed[k]] for k in CUSTOMERS}
         best = max(CUSTOMERS, key=lambda k: statistics.mean(clipped[k]))
@@ -324,9 +335,9 @@ def print_results(
                 "(clipped at 0; per seed; target at most 10%)."
             )
     harmful = [
-        f"seed {args.seeds[i]}: measured {measured['customer_corrupt'][i]:+.2f}, gradient raw "
-        f"{gradient['raw']['customer_corrupt'][i]:+.2f} cosine "
-        f"{gradient['cosine']['customer_corrupt'][i]:+.2f}, actual "
+        f"seed {args.seeds[i]}: measured {measured['customer_corrupt'][i]:+.2f}, gradient "
+        + ", ".join(f"{v} {gradient[v]['customer_corrupt'][i]:+.2f}" for v in VARIANTS)
+        + ", actual "
         f"{actual['customer_corrupt'][i]:+.2f}"
         for i in seeds
     ]

@@ -88,6 +88,11 @@ def profit_grid(params: DishwashingParams):
     return out, mix_profit, mix_err
 
 
+def ceiling(params: DishwashingParams, out) -> float:
+    """The best action per kind, share-weighted [$/hr], from :func:`profit_grid`'s ``out``."""
+    return float(sum(params.kind_shares[k] * out.profit[k].max() for k in range(len(KIND_NAMES))))
+
+
 def heat_map(out_path: Path) -> list[str]:
     import matplotlib
 
@@ -136,8 +141,7 @@ def heat_map(out_path: Path) -> list[str]:
     )
     fig.savefig(out_path, dpi=110, bbox_inches="tight")
     plt.close(fig)
-    shares = params.kind_shares
-    best = sum(shares[k] * out.profit[k].max() for k in range(len(KIND_NAMES)))
+    best = ceiling(params, out)
     lines.append(
         f"\nCeiling (best action per kind, share-weighted): {best:.2f} $/hr, implied wage "
         f"parity {(best + params.energy_cost) / 18.0:.2f} at w_h = 18 $/hr."
@@ -194,10 +198,12 @@ def training_curve(run_dir: Path, out_path: Path) -> list[str]:
     import matplotlib.pyplot as plt
 
     with open(run_dir / "metrics.csv") as f:
-        val = [r for r in csv.DictReader(f) if r.get("val/profit")]
+        rows = list(csv.DictReader(f))
+    val = [r for r in rows if r.get("val/profit")]
+    lam = [(int(r["step"]), float(r["train/lambda"])) for r in rows if r.get("train/lambda")]
     with open(run_dir / "economics.csv") as f:
         ledger = list(csv.DictReader(f))
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.6))
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(15, 3.6))
     x = [int(float(r["val/env_steps"])) if r.get("val/env_steps") else int(r["step"]) for r in val]
     for key in ("val/profit", "val/expected_profit"):
         if val and val[0].get(key):
@@ -215,6 +221,11 @@ def training_curve(run_dir: Path, out_path: Path) -> list[str]:
     ax2.set_xlabel("training shift (ledger row)")
     ax2.legend(fontsize=8)
     ax2.set_title("training shifts (economics.csv)", fontsize=9)
+    if lam:
+        ax3.plot([s for s, _ in lam], [v for _, v in lam], lw=0.8)
+    ax3.set_xlabel("gradient update")
+    ax3.set_ylabel("lambda")
+    ax3.set_title("Lagrange multiplier (train/lambda)", fontsize=9)
     fig.tight_layout()
     fig.savefig(out_path, dpi=110)
     plt.close(fig)
@@ -222,6 +233,17 @@ def training_curve(run_dir: Path, out_path: Path) -> list[str]:
     lines = ["| env steps | " + " | ".join(keys) + " |", "|---:|" + "---:|" * len(keys)]
     for xi, r in zip(x, val, strict=True):
         lines.append(f"| {xi} | " + " | ".join(f"{float(r[k]):.3f}" for k in keys) + " |")
+    last = val[-5:]
+    if last and last[0].get("val/expected_profit"):
+        profit = np.mean([float(r["val/expected_profit"]) for r in last])
+        err = np.mean([float(r["val/expected_err_rate"]) for r in last])
+        params = DishwashingParams()
+        best = ceiling(params, profit_grid(params)[0])
+        lines.append(
+            f"\nHeld (mean of the last {len(last)} evaluations): expected profit {profit:.2f} "
+            f"$/hr ({100 * profit / best:.1f}% of the {best:.2f} ceiling), "
+            f"expected err rate {err:.4f}; final lambda {lam[-1][1] if lam else float('nan'):.2f}."
+        )
     tail = ledger[-50:]
     lines.append(
         f"\nLast {len(tail)} training shifts (ledger): mean wage parity "

@@ -67,7 +67,8 @@ def test_one_adam_update_parts_add_up_to_the_first_order_change_of_j():
     optimizer.zero_grad()
     per_sample.mean().backward()
     optimizer.step()
-    attribution = GradientAttribution(3, flat_size(params), every=1, normalise="raw").double()
+    blocks = [flat_size(params[:2]), flat_size(params[2:])]  # "critic" and "actor" blocks
+    attribution = GradientAttribution(3, blocks, every=1).double()
     attribution.record_step(gradients, adam_step_scale(optimizer, params))
 
     moved = torch.cat([(p.detach() - b).reshape(-1) for p, b in zip(params, before, strict=True)])
@@ -140,13 +141,13 @@ def corrupted_regression():
 
 def attributed_and_leave_one_out(normalise: str) -> tuple[list[float], list[float]]:
     x, y, source, j = corrupted_regression()
-    attribution = GradientAttribution(3, 4, every=1, normalise=normalise)
+    attribution = GradientAttribution(3, [4, 0], every=1, normalise=normalise)
     with_all = train_linear(x, y, source, [0, 1, 2], 200, attribution, j)
     loo = [
         with_all - train_linear(x, y, source, [s for s in range(3) if s != k], 200, None, j)
         for k in range(3)
     ]
-    assert attribution.variants[normalise] == attribution.contributions
+    assert attribution.variants[f"both/{normalise}"] == attribution.contributions
     return attribution.contributions, loo
 
 
@@ -180,7 +181,7 @@ def test_site_objective_gradients_are_minus_each_sites_mean_loss_gradient():
 
 
 def test_close_window_splits_each_sites_mpl_change_by_the_parts_and_keeps_the_sign():
-    attribution = GradientAttribution(2, 2, every=1, normalise="raw")
+    attribution = GradientAttribution(2, [2, 0], every=1, objective="both", normalise="raw")
     attribution.set_baseline([10.0, 20.0])
     attribution.step_raw.copy_(torch.tensor([[1.0, 0.0], [0.0, -1.0]]))
     # Site 0's objective moves with parameter 0 (source 0's part, +1), site 1's with both:
@@ -193,7 +194,24 @@ def test_close_window_splits_each_sites_mpl_change_by_the_parts_and_keeps_the_si
     assert e.site_mpl[2] == pytest.approx([14.0, 30.0])
     assert torch.equal(attribution.step_raw, torch.zeros(2, 2))  # a new window starts
     with pytest.raises(RuntimeError, match="before set_baseline"):
-        GradientAttribution(2, 2, 1, "raw").close_window(grads, torch.ones(2), [1, 1], 0, 0)
+        GradientAttribution(2, [2, 0], 1).close_window(grads, torch.ones(2), [1, 1], 0, 0)
+
+
+def test_objective_variants_attribute_the_critic_and_the_actor_blocks_apart():
+    """Source 0 moved only the critic block, source 1 only the actor block: the critic
+    variant credits source 0 alone, the actor variant source 1 alone, both splits the change."""
+    attribution = GradientAttribution(2, [1, 1], every=1, objective="critic", normalise="raw")
+    attribution.set_baseline([10.0, 10.0])
+    attribution.step_raw.copy_(torch.tensor([[1.0, 0.0], [0.0, 3.0]]))
+    attribution.step_cosine.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+    grads = torch.ones(2, 2)  # each site's objective rises with both parameters
+    e = attribution.close_window(grads, torch.ones(2), [14.0, 14.0], 1, 1)
+    v = attribution.variants
+    assert v["critic/raw"] == pytest.approx([4.0, 0.0]) == e.contributions
+    assert v["actor/raw"] == pytest.approx([0.0, 4.0])
+    assert v["both/raw"] == pytest.approx([1.0, 3.0])  # in proportion 1 : 3
+    assert v["both/cosine"] == pytest.approx([2.0, 2.0])  # each block's direction votes alike
+    assert set(v) == {f"{o}/{n}" for o in ("both", "critic", "actor") for n in ("raw", "cosine")}
 
 
 def test_gradient_settings_are_checked_by_name():
@@ -201,6 +219,8 @@ def test_gradient_settings_are_checked_by_name():
         AttributionSettings(method="tracin")
     with pytest.raises(ValueError, match=r"attribution\.every"):
         AttributionSettings(method="gradient", every=0)
+    with pytest.raises(ValueError, match=r"attribution\.objective"):
+        AttributionSettings(method="gradient", objective="value")
     with pytest.raises(ValueError, match=r"attribution\.normalise"):
         AttributionSettings(method="gradient", normalise="unit")
 
@@ -228,8 +248,9 @@ def test_sac_with_gradient_attribution_trains_the_policy_exactly_as_without(tmp_
     assert all(math.isfinite(c) for e in evaluations for c in e.contributions)
     assert any(c != 0.0 for c in evaluations[-1].contributions)
     variants = attributed.attribution.variants
-    assert variants["cosine"] == evaluations[-1].contributions
-    assert variants["raw"] != variants["cosine"]
+    assert variants["both/raw"] == evaluations[-1].contributions  # the default variant
+    assert variants["both/raw"] != variants["both/cosine"]
+    assert variants["critic/raw"] != variants["actor/raw"]
     # No optimiser group of its own: the gradient method trains nothing. (Resume:
     # tests/models/test_attribution.py runs both methods.)
     assert len(attributed.optimizers().param_groups) == len(plain.optimizers().param_groups)

@@ -53,7 +53,7 @@ from v2p.contracts import PLATFORM, AttributionEvaluation, EvalBatch, ReplaySamp
 from v2p.models.components import LOG_STD_MAX, LOG_STD_MIN, box_affine, squashed_gaussian
 from v2p.models.ensemble import ensemble_mlp
 from v2p.models.evaluation import expected_site_mpl
-from v2p.models.tracin import NORMALISATIONS, GradientAttribution, flat_size
+from v2p.models.tracin import NORMALISATIONS, OBJECTIVES, GradientAttribution, flat_size
 from v2p.validation import check_int, check_scalar
 
 INPUTS = ("observation", "latent")
@@ -68,8 +68,10 @@ class AttributionSettings:
         method: ``counterfactual`` (leave-one-source-out heads, :class:`CounterfactualHeads`)
             or ``gradient`` (first-order attribution of the policy's own updates,
             :class:`~v2p.models.tracin.GradientAttribution`).
-        every, normalise: of the gradient method: take the per-source gradients every
-            ``every``-th update; credit the ``cosine`` or the ``raw`` variant.
+        every, objective, normalise: of the gradient method: take the per-source gradients
+            every ``every``-th update; credit the contributions to the site objective's
+            ``both`` terms, its ``critic`` (TD) or its ``actor`` term, ``raw`` or ``cosine``
+            (:mod:`v2p.models.tracin`).
         hidden_dim, hidden_layers: of each head's actor and critics.
         lr: Adam learning rate of the heads.
         batch: transitions of each training batch the heads train on (its first ``batch``;
@@ -80,7 +82,8 @@ class AttributionSettings:
 
     method: str = "counterfactual"
     every: int = 10
-    normalise: str = "cosine"
+    objective: str = "both"
+    normalise: str = "raw"
     hidden_dim: int = 64
     hidden_layers: int = 2
     lr: float = 1e-3
@@ -91,6 +94,10 @@ class AttributionSettings:
         if self.method not in METHODS:
             raise ValueError(f"attribution.method must be one of {METHODS}, got {self.method!r}")
         check_int("attribution.every", self.every, ge=1)
+        if self.objective not in OBJECTIVES:
+            raise ValueError(
+                f"attribution.objective must be one of {OBJECTIVES}, got {self.objective!r}"
+            )
         if self.normalise not in NORMALISATIONS:
             raise ValueError(
                 f"attribution.normalise must be one of {NORMALISATIONS}, got {self.normalise!r}"
@@ -318,7 +325,7 @@ def build_attribution(
     latent_dim: int,
     action_low: torch.Tensor,
     action_high: torch.Tensor,
-    attributed_params: Sequence[torch.Tensor],
+    attributed_blocks: Sequence[Sequence[torch.Tensor]],
     *,
     gamma: float,
     tau: float,
@@ -326,8 +333,8 @@ def build_attribution(
     target_entropy: float,
 ) -> CounterfactualHeads | GradientAttribution | None:
     """What measures each source's contribution in a SAC model over these sources (None
-    without settings). ``attributed_params`` are the policy's parameters whose updates the
-    gradient method attributes.
+    without settings). ``attributed_blocks`` are the policy's parameters whose updates the
+    gradient method attributes: the critic's (with the encoder), then the actor's.
 
     The heads' generator is seeded from ``torch.initial_seed()`` (what ``seed_everything``
     set), which draws nothing from the global RNG.
@@ -342,7 +349,11 @@ def build_attribution(
         )
     if settings.method == "gradient":
         return GradientAttribution(
-            len(names), flat_size(attributed_params), settings.every, settings.normalise
+            len(names),
+            [flat_size(block) for block in attributed_blocks],
+            settings.every,
+            settings.objective,
+            settings.normalise,
         )
     if settings.inputs == "observation":
         if len(observation_shape) != 1:

@@ -257,7 +257,7 @@ class SACModule(L.LightningModule):
             latent_dim,
             low,
             high,
-            self._attributed_params(),
+            self._attributed_blocks(),
             gamma=gamma,
             tau=tau,
             init_alpha=init_alpha,
@@ -543,11 +543,16 @@ class SACModule(L.LightningModule):
 
     # ------------------------------------------------------ gradient attribution
 
-    def _attributed_params(self) -> list[torch.Tensor]:
-        """The parameters whose updates gradient attribution splits by source: the encoder's
-        (when it learns), the critic's and the actor's."""
+    def _attributed_blocks(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The parameters whose updates gradient attribution splits by source, in the blocks
+        of :data:`v2p.models.tracin.BLOCKS`: what the critic loss trains (the encoder, when it
+        learns, and the critic), then the actor."""
         encoder = [p for p in self.encoder.parameters() if p.requires_grad]
-        return [*encoder, *self.critic.parameters(), *self.actor.parameters()]
+        return [*encoder, *self.critic.parameters()], list(self.actor.parameters())
+
+    def _attributed_params(self) -> list[torch.Tensor]:
+        critic, actor = self._attributed_blocks()
+        return critic + actor
 
     def _start_gradient_attribution(self) -> None:
         """Measure the untrained policy's MPL at every site: the first window's start (a

@@ -23,11 +23,16 @@ like TracIn with Adam, this credits it at the step it was computed.) Practical c
   runs, with the rewards and error rates the platform measured), never on anything a source
   logged: data with corrupted rewards moves the critic away from the site's real returns, and
   that shows as a negative contribution.
+- **Which terms of J.** The critic's parameters (with the encoder they train) see only the TD
+  term of ``J_j`` and the actor's only the actor term, so the dot products over each block are
+  the contributions to the critic's fit of the site (``objective: critic``) and to the actor's
+  objective there (``actor``); ``both`` is their sum, the whole first-order change of ``J_j``.
 - **Raw or cosine.** Raw dot products are dominated by the sources with the largest gradients
   (corrupted data has huge ones); ``normalise: cosine`` divides each step part by its norm and
-  ``grad J_j`` by its own, in the preconditioner's metric, so each sampled update of each source
-  votes with its direction only. Both are accumulated; the setting picks the one credited, and
-  ``variants`` holds both for comparison (``bench/attribution.py``).
+  ``grad J_j`` by its own, block by block, in the preconditioner's metric, so each sampled
+  update of each source votes with its direction only.
+- Every combination (:data:`VARIANTS`) is accumulated; the settings pick the one credited, and
+  ``variants`` holds all of them for comparison (``bench/attribution.py``).
 
 From J-units to the ledger's units: at each evaluation the policy's expected MPL at every site
 is measured on the platform's evaluation runs, and the window's change of it at site ``j`` is
@@ -43,6 +48,7 @@ draw as without attribution (``tests/models/test_tracin.py``).
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -54,7 +60,10 @@ from torch import nn
 from v2p.contracts import AttributionEvaluation, EvalBatch, EvalTransitions, ReplaySample
 from v2p.models.evaluation import expected_site_mpl
 
-NORMALISATIONS = ("cosine", "raw")
+NORMALISATIONS = ("raw", "cosine")
+OBJECTIVES = ("both", "critic", "actor")  # which terms of the site objective are attributed
+BLOCKS = ("critic", "actor")  # the attributed parameters: encoder + critic, then the actor
+VARIANTS = tuple(f"{o}/{n}" for o in OBJECTIVES for n in NORMALISATIONS)
 
 
 def per_source_gradients(
@@ -126,24 +135,42 @@ class GradientAttribution(nn.Module):
     """Accumulates each source's part of the policy's steps and turns it into contributions at
     the sites at every evaluation (module docstring).
 
+    The attributed parameters come in :data:`BLOCKS`: the critic's (with the encoder it trains)
+    and the actor's. The site objective's gradient on the critic block is the TD term's and on
+    the actor block the actor term's (the actor reads a detached critic), so the dot products
+    over one block are the contributions to that term alone: the ``objective`` variants
+    ``critic``, ``actor`` and ``both`` (their sum).
+
     Args:
         num_sources: sources the transitions' ``source`` ids index (at least 2).
-        num_params: size of the flat parameter vector attributed.
+        block_sizes: how many of the flat parameters each of :data:`BLOCKS` has, in order.
         every: take the per-source gradients every ``every``-th update (weighted by it).
-        normalise: ``cosine`` or ``raw`` (:data:`NORMALISATIONS`): which variant is credited.
+        objective: which of :data:`OBJECTIVES` is credited.
+        normalise: which of :data:`NORMALISATIONS` is credited.
     """
 
-    def __init__(self, num_sources: int, num_params: int, every: int, normalise: str) -> None:
+    def __init__(
+        self,
+        num_sources: int,
+        block_sizes: Sequence[int],
+        every: int,
+        objective: str = "both",
+        normalise: str = "raw",
+    ) -> None:
         super().__init__()
-        self.num_sources, self.every, self.normalise = num_sources, every, normalise
-        # Each source's summed step parts of the current window, raw and unit-normalised.
-        self.register_buffer("step_raw", torch.zeros(num_sources, num_params))
-        self.register_buffer("step_cosine", torch.zeros(num_sources, num_params))
+        if len(block_sizes) != len(BLOCKS):
+            raise ValueError(f"block_sizes must give the sizes of {BLOCKS}, got {block_sizes}")
+        self.num_sources, self.every = num_sources, every
+        self.credited = VARIANTS.index(f"{objective}/{normalise}")
+        bounds = np.cumsum([0, *block_sizes]).tolist()
+        self.blocks = [slice(a, b) for a, b in itertools.pairwise(bounds)]
+        # Each source's summed step parts of the current window, raw and normalised per block.
+        self.register_buffer("step_raw", torch.zeros(num_sources, bounds[-1]))
+        self.register_buffer("step_cosine", torch.zeros(num_sources, bounds[-1]))
         # The policy's expected MPL at each site at the last evaluation (NaN: not measured).
         self.register_buffer("site_mpl_before", torch.full((num_sources,), math.nan))
-        # contributions[v][k, j]: source k's contribution at site j so far, variant v [units/hr].
-        self.register_buffer("contribution_raw", torch.zeros(num_sources, num_sources))
-        self.register_buffer("contribution_cosine", torch.zeros(num_sources, num_sources))
+        # contribution[v, k, j]: source k's contribution at site j so far under VARIANTS[v].
+        self.register_buffer("contribution", torch.zeros(len(VARIANTS), num_sources, num_sources))
         self.evaluations: list[AttributionEvaluation] = []
 
     def due(self, global_step: int) -> bool:
@@ -156,9 +183,9 @@ class GradientAttribution(nn.Module):
         ``step_scale`` (N,) from :func:`adam_step_scale` of the same update."""
         parts = -self.every * step_scale * gradients  # (S, N): each source's part of the step
         self.step_raw += parts
-        # Norm in the preconditioner's metric: |g|_P = sqrt(sum(P g^2)).
-        norms = (step_scale * gradients.square()).sum(1).sqrt()  # (S,)
-        self.step_cosine += parts / norms.clamp_min(1e-30)[:, None]
+        for block in self.blocks:
+            norms = _metric_norm(gradients[:, block], step_scale[block])  # (S,)
+            self.step_cosine[:, block] += parts[:, block] / norms[:, None]
 
     @property
     def has_baseline(self) -> bool:
@@ -193,30 +220,32 @@ class GradientAttribution(nn.Module):
         """
         if not self.has_baseline:
             raise RuntimeError("GradientAttribution.close_window before set_baseline")
-        dots = {
-            "raw": site_objective_gradients @ self.step_raw.T,  # (S sites, S sources)
-            "cosine": (site_objective_gradients @ self.step_cosine.T)
-            / _metric_norm(site_objective_gradients, step_scale)[:, None],
-        }
-        now = torch.tensor(
-            site_mpl, dtype=self.site_mpl_before.dtype, device=self.site_mpl_before.device
-        )
+        grads = site_objective_gradients
+        raw, cosine = [], []  # per block: (S sites, S sources)
+        for block in self.blocks:
+            raw.append(grads[:, block] @ self.step_raw[:, block].T)
+            norms = _metric_norm(grads[:, block], step_scale[block])
+            cosine.append((grads[:, block] @ self.step_cosine[:, block].T) / norms[:, None])
+        per_objective = {"both": (0, 1), "critic": (0,), "actor": (1,)}
+        by_normalisation = {"raw": raw, "cosine": cosine}
+        dots = torch.stack(
+            [
+                sum(by_normalisation[n][b] for b in per_objective[o])
+                for o, n in (variant.split("/") for variant in VARIANTS)
+            ]
+        )  # (V, sites, sources)
+        now = torch.tensor(site_mpl, dtype=dots.dtype, device=dots.device)
         if reduce is not None:
-            dots = {name: reduce(d) for name, d in dots.items()}
-            now = reduce(now)
-        change = now - self.site_mpl_before  # (S,); NaN at a site without evaluation shifts
+            dots, now = reduce(dots), reduce(now)
+        change = torch.nan_to_num(now - self.site_mpl_before)  # NaN: a site without shifts
         self.site_mpl_before.copy_(now)
         self.step_raw.zero_()
         self.step_cosine.zero_()
-        for name, d in dots.items():
-            share = d / d.abs().sum(1, keepdim=True).clamp_min(1e-30)  # (sites, sources)
-            gained = torch.nan_to_num(change)[:, None] * share
-            getattr(self, f"contribution_{name}").add_(gained.T)  # (sources, sites)
-        chosen = getattr(self, f"contribution_{self.normalise}")
-        mpl = now.tolist()
-        site_rows = [mpl] + [
-            (now - chosen[k]).tolist() for k in range(self.num_sources)
-        ]  # first-order MPL at every site without source k's data
+        share = dots / dots.abs().sum(2, keepdim=True).clamp_min(1e-30)  # (V, sites, sources)
+        self.contribution += (change[None, :, None] * share).transpose(1, 2)
+        chosen = self.contribution[self.credited]  # (sources, sites)
+        site_rows = [now.tolist()] + [(now - chosen[k]).tolist() for k in range(self.num_sources)]
+        # site_rows[1 + k]: the first-order MPL at every site without source k's data.
         evaluation = AttributionEvaluation(
             global_step, env_steps, site_rows, torch.diagonal(chosen).tolist()
         )
@@ -271,10 +300,9 @@ class GradientAttribution(nn.Module):
 
     @property
     def variants(self) -> dict[str, list[float]]:
-        """Each source's contribution at its own sites under both normalisations."""
+        """Each source's contribution at its own sites under every one of :data:`VARIANTS`."""
         return {
-            name: torch.diagonal(getattr(self, f"contribution_{name}")).tolist()
-            for name in NORMALISATIONS
+            name: torch.diagonal(self.contribution[v]).tolist() for v, name in enumerate(VARIANTS)
         }
 
     def get_extra_state(self) -> dict[str, Any]:
@@ -285,7 +313,8 @@ class GradientAttribution(nn.Module):
 
 
 def _metric_norm(vectors: torch.Tensor, step_scale: torch.Tensor) -> torch.Tensor:
-    """Row norms in the preconditioner's metric, with zero rows kept at 0 (no division by 0)."""
+    """Row norms in the preconditioner's metric, |g|_P = sqrt(sum(P g^2)); tiny where a row is
+    zero, so that dividing by it leaves the row at 0."""
     return (step_scale * vectors.square()).sum(1).sqrt().clamp_min(1e-30)
 
 
