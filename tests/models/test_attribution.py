@@ -183,18 +183,23 @@ def test_attribution_settings_are_checked_by_name():
 TWO_SOURCES = [DataSource("platform", 1), DataSource("customer", 1, {"dish_mix": {"pot": 1.0}})]
 
 
-def test_sac_with_attribution_trains_the_policy_exactly_as_without(tmp_path):
+def fit_without_and_with(root, attribution: dict) -> tuple[SACModule, SACModule]:
+    """The same seeded 40-update run on TWO_SOURCES, without and with ``attribution``."""
     runs = []
-    for attribution in (None, {"hidden_dim": 8}):
+    for settings in (None, attribution):
         model, dm, trainer = make_run(
-            tmp_path / str(attribution is None),
+            root / str(settings is None),
             max_steps=40,
             data_kwargs={"sources": TWO_SOURCES},
-            model_kwargs={"source_names": ["platform", "customer"], "attribution": attribution},
+            model_kwargs={"source_names": ["platform", "customer"], "attribution": settings},
         )
         trainer.fit(model, dm)
         runs.append(model)
-    plain, attributed = runs
+    return runs[0], runs[1]
+
+
+def test_sac_with_attribution_trains_the_policy_exactly_as_without(tmp_path):
+    plain, attributed = fit_without_and_with(tmp_path, {"hidden_dim": 8})
     for name, tensor in plain.actor.state_dict().items():
         assert torch.equal(tensor, attributed.actor.state_dict()[name]), name
     assert len(attributed.attribution.evaluations) == 2  # updates_per_epoch 20

@@ -10,8 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.models.conftest import make_run
-from tests.models.test_attribution import TWO_SOURCES
+from tests.models.test_attribution import fit_without_and_with
 from v2p.models.attribution import AttributionSettings
 from v2p.models.sac import SACModule
 from v2p.models.tracin import (
@@ -229,17 +228,7 @@ GRADIENT = {"method": "gradient", "every": 2}
 
 
 def test_sac_with_gradient_attribution_trains_the_policy_exactly_as_without(tmp_path):
-    runs = []
-    for attribution in (None, GRADIENT):
-        model, dm, trainer = make_run(
-            tmp_path / str(attribution is None),
-            max_steps=40,
-            data_kwargs={"sources": TWO_SOURCES},
-            model_kwargs={"source_names": ["platform", "customer"], "attribution": attribution},
-        )
-        trainer.fit(model, dm)
-        runs.append(model)
-    plain, attributed = runs
+    plain, attributed = fit_without_and_with(tmp_path, GRADIENT)
     for net in ("actor", "critic"):
         for name, tensor in getattr(plain, net).state_dict().items():
             assert torch.equal(tensor, getattr(attributed, net).state_dict()[name]), name
