@@ -181,6 +181,11 @@ def spearman(x: list[float], y: list[float]) -> float:
     return float(spearman_corrcoef(torch.tensor(x), torch.tensor(y)))
 
 
+def mean_of(values: dict[str, list[float]]) -> list[float]:
+    """Each customer's mean over seeds, in CUSTOMERS order."""
+    return [statistics.mean(values[k]) for k in CUSTOMERS]
+
+
 def sign(x: float, band: float) -> int:
     return 0 if abs(x) < band else (1 if x > 0 else -1)
 
@@ -306,6 +311,23 @@ def print_results(
             + ", ".join(f"{r:.2f}" for r in within)
             + f" (median {statistics.median(within):.2f}); pooled over the "
             f"{len(CUSTOMERS) * len(seeds)} (source, seed) pairs {pooled:.2f}.",
+        ]
+    if len(seeds) > 1:
+        spread = ", ".join(
+            f"{k} {statistics.mean(actual[k]):+.1f} ± {statistics.stdev(actual[k]):.1f}"
+            for k in CUSTOMERS
+        )
+        lines += [
+            "",
+            f"Ground truth across seeds (mean ± sd of the actual ΔMPL): {spread}. Graded values "
+            "need the gaps between customers' means to exceed these spreads.",
+            "Spearman of the seed means (each method's mean over seeds against the mean actual "
+            "ΔMPL, one point per customer): "
+            + ", ".join(
+                f"{label} {spearman(*(mean_of(d) for d in (attributed, actual))):.2f}"
+                for label, attributed in methods.items()
+            )
+            + ".",
         ]
     band = args.zero_band
     pairs = len(CUSTOMERS) * len(seeds)
