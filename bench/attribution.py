@@ -344,17 +344,23 @@ def print_results(
             f"Sign agreement of the {label} with the actual ΔMPL (within ±{band:g} units/hr of "
             f"0 counts as 0): {agree}/{pairs}; strict signs (> 0 or not): {strict}/{pairs}."
         )
+    # The most valuable source by its actual value (mean over seeds), as the target reads.
+    best = max(CUSTOMERS, key=lambda k: statistics.mean(actual[k]))
     for label, attributed in (
         ("credit", credit),
         *((f"gradient {v}", gradient[v]) for v in VARIANTS),
     ):
         clipped = {k: [max(0.0, v) for v in attributed[k]] for k in CUSTOMERS}
-        best = max(CUSTOMERS, key=lambda k: statistics.mean(clipped[k]))
         for k in WORTHLESS:
-            ratio = [clipped[k][i] / max(clipped[best][i], 1e-9) for i in seeds]
+            ratio = [
+                f"{100 * clipped[k][i] / clipped[best][i]:.1f}%"
+                if clipped[best][i] > 0
+                else f"n/a ({best} got 0)"
+                for i in seeds
+            ]
             lines.append(
-                f"{label}: {k} gets {', '.join(f'{100 * r:.1f}%' for r in ratio)} of {best}'s "
-                "(clipped at 0; per seed; target at most 10%)."
+                f"{label}: {k} gets {', '.join(ratio)} of {best}'s (clipped at 0; per seed; "
+                "target at most 10%)."
             )
     harmful = [
         f"seed {args.seeds[i]}: measured {measured['customer_corrupt'][i]:+.2f}, gradient "

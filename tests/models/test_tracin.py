@@ -67,7 +67,7 @@ def test_one_adam_update_parts_add_up_to_the_first_order_change_of_j():
     per_sample.mean().backward()
     optimizer.step()
     blocks = [flat_size(params[:2]), flat_size(params[2:])]  # "critic" and "actor" blocks
-    attribution = GradientAttribution(3, blocks, every=1).double()
+    attribution = GradientAttribution(3, blocks, every=1, objective="both").double()
     attribution.record_step(gradients, adam_step_scale(optimizer, params))
 
     moved = torch.cat([(p.detach() - b).reshape(-1) for p, b in zip(params, before, strict=True)])
@@ -140,7 +140,7 @@ def corrupted_regression():
 
 def attributed_and_leave_one_out(normalise: str) -> tuple[list[float], list[float]]:
     x, y, source, j = corrupted_regression()
-    attribution = GradientAttribution(3, [4, 0], every=1, normalise=normalise)
+    attribution = GradientAttribution(3, [4, 0], every=1, objective="both", normalise=normalise)
     with_all = train_linear(x, y, source, [0, 1, 2], 200, attribution, j)
     loo = [
         with_all - train_linear(x, y, source, [s for s in range(3) if s != k], 200, None, j)
@@ -237,7 +237,7 @@ def test_sac_with_gradient_attribution_trains_the_policy_exactly_as_without(tmp_
     assert all(math.isfinite(c) for e in evaluations for c in e.contributions)
     assert any(c != 0.0 for c in evaluations[-1].contributions)
     variants = attributed.attribution.variants
-    assert variants["both/raw"] == evaluations[-1].contributions  # the default variant
+    assert variants["actor/raw"] == evaluations[-1].contributions  # the default variant
     assert variants["both/raw"] != variants["both/cosine"]
     assert variants["critic/raw"] != variants["actor/raw"]
     # No optimiser group of its own: the gradient method trains nothing. (Resume:

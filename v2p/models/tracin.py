@@ -154,7 +154,7 @@ class GradientAttribution(nn.Module):
         num_sources: int,
         block_sizes: Sequence[int],
         every: int,
-        objective: str = "both",
+        objective: str = "actor",
         normalise: str = "raw",
     ) -> None:
         super().__init__()
