@@ -263,3 +263,15 @@ def test_gradient_attribution_refuses_a_replay_of_encoder_features():
     )
     with pytest.raises(ValueError, match="stores encoder features"):
         model._start_gradient_attribution()
+
+
+def test_gradient_attribution_refuses_a_compiled_update():
+    with pytest.raises(ValueError, match="needs compile_update=false"):
+        SACModule(
+            (7,),
+            [0.0, 0.0],
+            [1.0, 1.0],
+            compile_update=True,
+            source_names=["platform", "customer"],
+            attribution=GRADIENT,
+        )

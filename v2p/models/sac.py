@@ -196,6 +196,13 @@ class SACModule(L.LightningModule):
         if len(action_low) != len(action_high) or not len(action_low):
             raise ValueError(f"action_low {action_low} and action_high {action_high} must match")
         attribution = AttributionSettings.of(attribution)
+        if attribution is not None and attribution.method == "gradient" and compile_update:
+            # Its per-source gradients differentiate the update's graph a second time, which
+            # no test covers through a compiled graph.
+            raise ValueError(
+                "attribution.method=gradient needs compile_update=false: it differentiates "
+                "the update's losses once per source"
+            )
         self.save_hyperparameters()
         if attribution is not None:  # a plain dict: checkpoints load with weights_only
             self.hparams["attribution"] = attribution.as_dict()
@@ -374,8 +381,9 @@ class SACModule(L.LightningModule):
             total = total + attribution.sample_losses(batch.sample, z_actor, z_next, reward)
         source_gradients = None
         if isinstance(attribution, GradientAttribution) and attribution.due(self.global_step):
+            attributed = self._attributed_params()
             source_gradients = per_source_gradients(
-                per_sample, batch.sample.source, attribution.num_sources, self._attributed_params()
+                per_sample, batch.sample.source, attribution.num_sources, attributed
             )
         scoring = self.novelty_scoring
         if scoring is not None:
@@ -394,7 +402,7 @@ class SACModule(L.LightningModule):
         if isinstance(attribution, CounterfactualHeads):
             attribution.soft_update_target()
         if source_gradients is not None:
-            step_scale = adam_step_scale(optimizer.optimizer, self._attributed_params())
+            step_scale = adam_step_scale(optimizer.optimizer, attributed)
             attribution.record_step(source_gradients, step_scale)
         self._nonfinite |= ~torch.isfinite(total)  # checked later, without a sync here
 

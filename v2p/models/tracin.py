@@ -83,7 +83,7 @@ def per_source_gradients(
     for k in range(num_sources):
         mask = source == k
         if not bool(mask.any()):
-            rows.append(torch.zeros(flat_size(params), device=per_sample_loss.device))
+            rows.append(per_sample_loss.new_zeros(flat_size(params)))
             continue
         part = per_sample_loss[mask].sum() / batch
         grads = torch.autograd.grad(part, params, retain_graph=True, allow_unused=True)
