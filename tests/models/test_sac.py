@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import itertools
 import os
 
 import lightning as L
@@ -354,3 +355,21 @@ def test_a_checkpoint_from_before_the_constraint_component_loads(tmp_path):
     torch.save(checkpoint, tmp_path / "old.ckpt")
     loaded = SACModule.load_from_checkpoint(tmp_path / "old.ckpt", weights_only=True)
     assert loaded.constraint.lagrange.item() == 3.5
+
+
+def test_evaluation_hands_the_observer_every_step_of_each_first_episode(run_factory):
+    """observe sees each eval env's first episode whole, in order, with its last observation
+    (not the autoreset one) as the final next_obs, and the episodes are those returned."""
+    model, dm, trainer = run_factory(max_steps=20, env_kwargs={"steps": 5})
+    trainer.fit(model, dm)
+    steps = []
+    batch = dm.evaluate(observe=steps.append)
+    n = len(batch.episodes)  # eval_episodes envs per source
+    assert [len(t.obs) for t in steps] == [n] * 5
+    for before, after in itertools.pairwise(steps):
+        np.testing.assert_array_equal(after.obs, before.next_obs)  # one episode, in order
+    last = steps[-1].next_obs
+    assert np.allclose(last[:, -4], 1.0)  # shift progress t/steps = 1: the episode's end
+    returns = np.sum([t.reward for t in steps], axis=0)
+    np.testing.assert_allclose(returns, [e.episode_return for e in batch.episodes], rtol=1e-5)
+    assert batch == dm.evaluate()  # observing changes nothing

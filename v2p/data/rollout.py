@@ -81,6 +81,17 @@ class _EvaluationRun(IterableDataset):
         yield self.datamodule.evaluate()
 
 
+def last_observations(next_obs: np.ndarray, done: np.ndarray, info: dict[str, Any]) -> np.ndarray:
+    """Each env's observation after its step: ``next_obs``, except where an episode ended,
+    whose last observation is in ``info["final_obs"]`` (same-step autoreset has already put
+    the next episode's first one in ``next_obs``)."""
+    if not done.any():
+        return next_obs
+    final_obs = next_obs.copy()
+    final_obs[done] = np.stack(list(info["final_obs"][done]))
+    return final_obs
+
+
 def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None) -> gym.Env:
     """``gymnasium.make`` with errors that name the env id and the bad argument."""
     import v2p.envs  # noqa: F401  (registers the v2p ids)
@@ -432,11 +443,7 @@ class RolloutDataModule(L.LightningDataModule):
                 f"env {self.env_id!r} returned a non-finite reward {reward[bad]} (env {bad})"
             )
         done = np.logical_or(terminated, truncated)
-        final_obs = next_obs
-        if done.any():
-            # Same-step autoreset: next_obs already starts the next episode for done envs.
-            final_obs = next_obs.copy()
-            final_obs[done] = np.stack(list(info["final_obs"][done]))
+        final_obs = last_observations(next_obs, done, info)
         err = error_rates(info, self.num_envs, f"env {self.env_id!r}")
         self.buffer.add(
             self._obs,
@@ -481,10 +488,7 @@ class RolloutDataModule(L.LightningDataModule):
             info = with_final_step_info(info)
             done = np.logical_or(terminated, truncated)
             if observe is not None:
-                final_obs = next_obs
-                if done.any():  # same-step autoreset: a finished env's last obs is in info
-                    final_obs = next_obs.copy()
-                    final_obs[done] = np.stack(list(info["final_obs"][done]))
+                final_obs = last_observations(next_obs, done, info)
                 live = np.array([i not in finished for i in range(n)])
                 observe(
                     EvalTransitions(
