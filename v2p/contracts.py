@@ -129,9 +129,11 @@ class EvalTransitions(NamedTuple):
 class AttributionEvaluation(NamedTuple):
     """One evaluation of each source's contribution (:mod:`v2p.models.attribution`).
 
-    ``site_mpl[h][j]``: expected MPL [units/hr] at source j's sites of head h, where head 0
-    trained on every source and head 1 + k on every source but k. ``contributions[k] =
-    site_mpl[0][k] - site_mpl[1 + k][k]``, source k's contribution at its own sites.
+    ``site_mpl[0][j]``: expected MPL [units/hr] at source j's sites with every source's data;
+    ``site_mpl[1 + k][j]``: without source k's, measured by the head that left k out
+    (``counterfactual``) or estimated to first order (``gradient``, :mod:`v2p.models.tracin`).
+    ``contributions[k] = site_mpl[0][k] - site_mpl[1 + k][k]``, source k's contribution at its
+    own sites.
     """
 
     global_step: int

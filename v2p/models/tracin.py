@@ -21,8 +21,9 @@ like TracIn with Adam, this credits it at the step it was computed.) Practical c
 - **J_j = minus the SAC loss on the site's own evaluation transitions**, the critic's TD error
   and the actor's objective on what the platform itself observed at site ``j`` (its evaluation
   runs, with the rewards and error rates the platform measured), never on anything a source
-  logged: data with corrupted rewards moves the critic away from the site's real returns, and
-  that shows as a negative contribution.
+  logged: data with corrupted rewards moves the critic away from the site's real returns,
+  which shows as a negative part of the TD term. (How far each term ranks sources as
+  retraining does is measured in ``bench/attribution.py``; docs/attribution.md.)
 - **Which terms of J.** The critic's parameters (with the encoder they train) see only the TD
   term of ``J_j`` and the actor's only the actor term, so the dot products over each block are
   the contributions to the critic's fit of the site (``objective: critic``) and to the actor's
