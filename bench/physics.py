@@ -2,6 +2,7 @@
 
     taskset -c 0 python bench/physics.py [--seconds 10] [--resets 1000] [--docs docs]
     python bench/physics.py --curve logs/dishwashing_physics/version_0   # after a SAC run
+    python bench/physics.py --calibration logs/dishwashing_physics/version_0/checkpoints/last.ckpt
 
 Targets (issue 6): at least 150 env steps/s with rendering at 64x64 on one core; resident
 memory grows by less than 20 MB over 1,000 resets; the expected profit over (speed, care) shows
@@ -13,13 +14,17 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import sys
 import time
 from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import v2p  # noqa: F401  (registers the ids)
+from bench._common import results_stream
 from v2p.envs.params import KIND_NAMES, DishwashingParams
 from v2p.envs.physics.calibration import GRID, load_table
 from v2p.envs.physics.env import physics_expected_outcome
@@ -260,26 +265,42 @@ def main() -> None:
     parser.add_argument("--resets", type=int, default=1000)
     parser.add_argument("--docs", type=Path, default=Path("docs"), help="where PNGs go")
     parser.add_argument("--curve", type=Path, default=None, help="a SAC run's log dir")
+    parser.add_argument(
+        "--calibration",
+        type=Path,
+        default=None,
+        metavar="CKPT",
+        help="a SAC checkpoint: compare its realised shifts, and fresh placements, to the table",
+    )
+    parser.add_argument("--shifts", type=int, default=64, help="shifts of --calibration")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     args.docs.mkdir(parents=True, exist_ok=True)
+    out = results_stream()
     if args.curve is not None:
-        print("\n".join(training_curve(args.curve, args.docs / "physics_sac_curve.png")))
+        print("\n".join(training_curve(args.curve, args.docs / "physics_sac_curve.png")), file=out)
+        return
+    if args.calibration is not None:
+        from bench.physics_calibration import load_policy, report
+
+        print("\n".join(report(load_policy(args.calibration), shifts=args.shifts)), file=out)
         return
     rate, cpu_rate = steps_per_second(args.seconds)
     before, after = memory_growth(args.resets)
-    print("| measure | figure | target | met |\n|---|---:|---:|---|")
-    print(f"| env steps per wall-clock s, rendering 64x64, one env | {rate:,.0f} | | |")
+    print("| measure | figure | target | met |\n|---|---:|---:|---|", file=out)
+    print(f"| env steps per wall-clock s, rendering 64x64, one env | {rate:,.0f} | | |", file=out)
     print(
         f"| env steps per CPU s (one core), rendering 64x64, one env | {cpu_rate:,.0f} | 150 | "
-        f"{'yes' if cpu_rate >= 150 else 'no'} |"
+        f"{'yes' if cpu_rate >= 150 else 'no'} |",
+        file=out,
     )
     print(
         f"| RSS growth over {args.resets} resets [MB] ({before:.1f} -> {after:.1f}) | "
-        f"{after - before:.1f} | < 20 | {'yes' if after - before < 20 else 'no'} |\n"
+        f"{after - before:.1f} | < 20 | {'yes' if after - before < 20 else 'no'} |\n",
+        file=out,
     )
-    print("\n".join(heat_map(args.docs / "physics_profit_heatmap.png")))
-    print(frame_strip(args.docs / "physics_frames.png"))
+    print("\n".join(heat_map(args.docs / "physics_profit_heatmap.png")), file=out)
+    print(f"Frames: {frame_strip(args.docs / 'physics_frames.png')}", file=out)
 
 
 if __name__ == "__main__":

@@ -187,3 +187,16 @@ def test_bad_actions_raise():
     with pytest.raises(ValueError, match="shape"):
         env.step(np.zeros(3))
     env.close()
+
+
+def test_interpolation_stays_inside_the_measured_rates():
+    """Between cells of rate 1 the bilinear weights can sum an ulp above 1 (at speed
+    0.5700000000000001, care 0.01 on the old grid), and 1 - p_err < 0 made the marginal
+    product negative: the env raised on such an action."""
+    from v2p.envs.physics.calibration import bilinear
+
+    grid = np.linspace(0.0, 1.0, 101)
+    speed, care = (a.ravel() for a in np.meshgrid(grid, grid, indexing="ij"))
+    for size in (11, 21):
+        ones = np.ones((1, size, size))
+        assert bilinear(ones, np.zeros(speed.size, int), speed, care).max() <= 1.0
