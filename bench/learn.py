@@ -64,6 +64,9 @@ def env_step_budget(config: str, env_steps: int, eval_every: int | None = None) 
     return overrides
 
 
+HELD_EVALUATIONS = 5  # "held at the end" = the mean of the last 5 evaluations (issue 19)
+
+
 class Curve(NamedTuple):
     """One run's evaluations: env steps, wall-clock seconds, expected profit and error rate."""
 
@@ -72,6 +75,14 @@ class Curve(NamedTuple):
     expected_profit: list[float]
     expected_err_rate: list[float]
     err_rate: list[float]  # realised, over the evaluation shifts
+
+    def held(self, last: int = HELD_EVALUATIONS) -> tuple[float, float]:
+        """Mean expected profit and expected error rate of the last ``last`` evaluations:
+        what a run holds at its end, not what it reached once."""
+        return (
+            float(np.mean(self.expected_profit[-last:])),
+            float(np.mean(self.expected_err_rate[-last:])),
+        )
 
     def first_reaching(self, level: float) -> tuple[float, float]:
         """(env steps, seconds) of the first evaluation at or above ``level``; inf if never."""
@@ -221,8 +232,12 @@ def summarise(name: str, curves: list[Curve], ceiling: float, budget: int) -> li
     at95 = [c.first_reaching(0.95 * ceiling) for c in curves]
     at98 = [c.first_reaching(0.98 * ceiling) for c in curves]
     err_final = [c.expected_err_rate[-1] for c in curves]
+    held = [c.held()[0] for c in curves]
+    held_err = [c.held()[1] for c in curves]
     return [
         f"| {name} | {len(curves)} | {median(final):.2f} ({median(final) / ceiling:.1%}) | "
+        f"{median(held) / ceiling:.1%} ({min(held) / ceiling:.1%}) | "
+        f"{median(held_err):.4f} ({max(held_err):.4f}) | "
         f"{median(best_within) / ceiling:.1%} | "
         f"{median(s for s, _ in at95):,.0f} | {median(t for _, t in at95):.0f} | "
         f"{median(s for s, _ in at98):,.0f} | {median(t for _, t in at98):.0f} | "
@@ -231,9 +246,11 @@ def summarise(name: str, curves: list[Curve], ceiling: float, budget: int) -> li
 
 
 HEADER = [
-    "| run | seeds | final expected profit $/hr (of ceiling) | best within budget | "
+    "| run | seeds | final expected profit $/hr (of ceiling) | "
+    f"held: mean of last {HELD_EVALUATIONS} evaluations, of ceiling (worst seed) | "
+    "held expected err (worst seed) | best within budget | "
     "env steps to 95% | seconds to 95% | env steps to 98% | seconds to 98% | final expected err |",
-    "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
 ]
 
 
@@ -310,8 +327,10 @@ def bench_constrained(
         f"Overrides: `{' '.join(overrides)}`.",
         "",
         "| seed | final expected profit (of constrained ceiling) | final expected err | "
-        "final realised err (8 shifts) | final lambda |",
-        "|---:|---:|---:|---:|---:|",
+        "final realised err (8 shifts) | final lambda | "
+        f"held: mean of last {HELD_EVALUATIONS} evaluations, expected profit (of ceiling) | "
+        "held expected err |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
     ]
     ledgers = []
     for seed in seeds:
@@ -321,9 +340,11 @@ def bench_constrained(
         ledgers.append(ledger)
         lam = float(ledger[-1]["lambda"])
         profit = curve.expected_profit[-1]
+        held, held_err = curve.held()
         lines.append(
             f"| {seed} | {profit:.2f} ({profit / best.profit:.1%}) | "
-            f"{curve.expected_err_rate[-1]:.4f} | {curve.err_rate[-1]:.4f} | {lam:.1f} |"
+            f"{curve.expected_err_rate[-1]:.4f} | {curve.err_rate[-1]:.4f} | {lam:.1f} | "
+            f"{held:.2f} ({held / best.profit:.1%}) | {held_err:.4f} |"
         )
         progress(f"constrained seed {seed}: {curve.expected_profit} {curve.expected_err_rate}")
     plot_constraint(ledgers, target, plot)

@@ -275,3 +275,15 @@ def test_gradient_attribution_refuses_a_compiled_update():
             source_names=["platform", "customer"],
             attribution=GRADIENT,
         )
+
+
+def test_gradient_attribution_refuses_an_averaged_policy():
+    with pytest.raises(ValueError, match="needs policy_average_decay=None"):
+        SACModule(
+            (7,),
+            [0.0, 0.0],
+            [1.0, 1.0],
+            policy_average_decay=0.99,
+            source_names=["platform", "customer"],
+            attribution=GRADIENT,
+        )

@@ -33,7 +33,7 @@ from typing import Any, Literal
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.func import functional_call
 from torch.nn import functional as F
 
@@ -61,6 +61,7 @@ from v2p.models.novelty_scoring import (
     build_novelty_model,
     check_novelty_settings,
 )
+from v2p.models.policy_average import PolicyAverage
 from v2p.models.tracin import GradientAttribution, adam_step_scale, per_source_gradients
 from v2p.rng_state import capture_global_rng, restore_global_rng
 from v2p.validation import check_int, check_scalar
@@ -106,6 +107,11 @@ class SACModule(L.LightningModule):
             off by default so that checkpoints trained without it load as they were trained.
         gamma: discount factor.
         tau: Polyak rate of the target critic.
+        policy_average_decay: act deterministically (evaluation, the checkpoint's policy) with
+            an exponential moving average of the actor's weights (and the encoder's, when the
+            critic trains it), moved ``1 - decay`` of the way after every update
+            (:class:`~v2p.models.policy_average.PolicyAverage`); None (the default) acts with
+            the online weights. Training and exploration never read the average.
         critic_lr, actor_lr, alpha_lr: learning rates of the three parameter groups.
         init_alpha: initial entropy temperature.
         target_entropy: entropy target; None = -action_dim (SAC paper).
@@ -154,6 +160,7 @@ class SACModule(L.LightningModule):
         unit_head_inputs: bool = False,
         gamma: float = 0.99,
         tau: float = 0.005,
+        policy_average_decay: float | None = None,
         critic_lr: float = 3e-4,
         actor_lr: float = 3e-4,
         alpha_lr: float = 3e-4,
@@ -203,6 +210,13 @@ class SACModule(L.LightningModule):
                 "attribution.method=gradient needs compile_update=false: it differentiates "
                 "the update's losses once per source"
             )
+        if attribution is not None and attribution.method == "gradient" and policy_average_decay:
+            # It splits the evaluated MPL change among the updates that moved the policy; an
+            # averaged policy's change lags those updates by its half-life.
+            raise ValueError(
+                "attribution.method=gradient needs policy_average_decay=None: it attributes "
+                "the change of the policy the updates move, not of its average"
+            )
         self.save_hyperparameters()
         if attribution is not None:  # a plain dict: checkpoints load with weights_only
             self.hparams["attribution"] = attribution.as_dict()
@@ -245,6 +259,15 @@ class SACModule(L.LightningModule):
             latent_dim, action_dim, hidden_dim, hidden_layers, latent_scale, *box
         )
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.policy_average = (
+            None
+            if policy_average_decay is None
+            else PolicyAverage(
+                self.actor,
+                self.encoder if self.encoding.learns else None,
+                policy_average_decay,
+            )
+        )
         self.log_alpha = torch.nn.Parameter(torch.tensor(float(np.log(init_alpha))))
         self.target_entropy = -float(action_dim) if target_entropy is None else target_entropy
         self.constraint = ShiftConstraint(
@@ -280,10 +303,14 @@ class SACModule(L.LightningModule):
 
     @torch.no_grad()
     def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
-        """Actions (N, A) for a batch of observations (N, *obs_shape) from the envs."""
+        """Actions (N, A) for a batch of observations (N, *obs_shape) from the envs; the
+        deterministic ones from the averaged policy when ``policy_average_decay`` is set."""
+        encoder, actor = self.encoder, self.actor
+        if deterministic and self.policy_average is not None:
+            encoder, actor = self.policy_average.encoder(encoder), self.policy_average.actor
         with self.encoding.acting():
-            z = self.encoder(torch.as_tensor(obs, device=self.device))
-        action = self.actor.deterministic(z) if deterministic else self.actor.sample(z)[0]
+            z = encoder(torch.as_tensor(obs, device=self.device))
+        action = actor.deterministic(z) if deterministic else actor.sample(z)[0]
         return action.cpu().numpy()
 
     def replay_feature_encoder(self) -> ReplayFeatures | None:
@@ -399,6 +426,8 @@ class SACModule(L.LightningModule):
         self.manual_backward(total)
         optimizer.step()
         self._soft_update_target()
+        if self.policy_average is not None:
+            self.policy_average.update(self.actor, self.encoder)
         if isinstance(attribution, CounterfactualHeads):
             attribution.soft_update_target()
         if source_gradients is not None:
@@ -618,6 +647,29 @@ class SACModule(L.LightningModule):
 
     # ---------------------------------------------------------- checkpointing
 
+    def _match_policy_average(self, weights: dict[str, torch.Tensor]) -> None:
+        """Let a checkpoint load whether or not it was written with ``policy_average_decay``:
+        a run that turns averaging on starts its average from the checkpoint's online weights
+        (``n_averaged`` 0, so the next update copies them); one that turns it off drops the
+        saved average."""
+        prefix = "policy_average."
+        saved = [k for k in weights if k.startswith(prefix)]
+        if self.policy_average is None:
+            for key in saved:
+                del weights[key]
+            if saved:
+                rank_zero_info(
+                    "the checkpoint's averaged policy is dropped: policy_average_decay is None"
+                )
+            return
+        if saved:
+            return
+        for key, value in self.policy_average.state_dict().items():
+            online = key.removeprefix("average.module.")
+            weights[prefix + key] = (
+                torch.zeros_like(value) if key == "average.n_averaged" else weights[online]
+            )
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.check_finite()
         checkpoint["v2p_sac"] = {**self.constraint.checkpoint_state(), **capture_global_rng()}
@@ -630,5 +682,6 @@ class SACModule(L.LightningModule):
         for old, new in _LEGACY_KEYS.items():
             if old in weights and new not in weights:
                 weights[new] = weights.pop(old)
+        self._match_policy_average(weights)
         self.constraint.restore(state)
         restore_global_rng(state)
