@@ -10,6 +10,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import v2p  # noqa: F401  (registers the ids)
+from v2p.data.rollout import make_vector_env
 from v2p.economics import implied_wage, profit_rate
 from v2p.envs.physics.calibration import GRID, load_table
 from v2p.envs.physics.env import DishwashingPhysicsEnv, DishwashingPhysicsVectorEnv
@@ -187,6 +188,60 @@ def test_bad_actions_raise():
     with pytest.raises(ValueError, match="shape"):
         env.step(np.zeros(3))
     env.close()
+
+
+def run_steps(envs, actions):
+    """Observations, rewards and every info array of a run of steps."""
+    out = []
+    for action in actions:
+        obs, reward, _, truncated, info = envs.step(action)
+        out.append((obs, reward, truncated, {k: np.asarray(v) for k, v in info.items()}))
+    return out
+
+
+def assert_same_steps(a, b):
+    for (obs_a, rew_a, trunc_a, info_a), (obs_b, rew_b, trunc_b, info_b) in zip(a, b, strict=True):
+        assert np.array_equal(obs_a, obs_b) and np.array_equal(rew_a, rew_b)
+        assert np.array_equal(trunc_a, trunc_b) and info_a.keys() == info_b.keys()
+        for key in info_a:
+            assert np.array_equal(info_a[key], info_b[key]), key
+
+
+def test_sites_split_over_workers_step_as_one_process_and_share_checkpoints():
+    """Three sites over two workers (an uneven split), across a shift's end: the same clips,
+    rewards and infos as in one process; a state from the workers resumes in one process."""
+    rng = np.random.default_rng(0)
+    actions = rng.random((63, 3, 2)).astype(np.float32)
+    local = DishwashingPhysicsVectorEnv(num_envs=3, frames=2, steps=30)
+    split = DishwashingPhysicsVectorEnv(num_envs=3, workers=2, frames=2, steps=30)
+    try:
+        assert np.array_equal(local.reset(seed=4)[0], split.reset(seed=4)[0])
+        assert_same_steps(run_steps(local, actions[:40]), run_steps(split, actions[:40]))
+        state = split.state_dict()
+        expected = run_steps(split, actions[40:])
+        local.load_state_dict(state)
+        assert_same_steps(run_steps(local, actions[40:]), expected)
+        assert any(step[3].get("_final_obs", np.zeros(3)).any() for step in expected)
+    finally:
+        local.close()
+        split.close()
+
+
+def test_a_worker_error_is_raised_in_the_training_process():
+    envs = DishwashingPhysicsVectorEnv(num_envs=2, workers=2, frames=2)
+    try:
+        envs.reset(seed=0)
+        with pytest.raises(RuntimeError, match=r"physics worker 1 failed in step\(\)(.|\n)*finite"):
+            envs.step(np.array([[0.5, 0.5], [np.nan, 0.5]], np.float32))
+    finally:
+        envs.close()
+
+
+def test_workers_are_refused_where_the_env_cannot_use_them():
+    with pytest.raises(ValueError, match="env_workers=2"):
+        make_vector_env("v2p/Dishwashing-v0", 4, workers=2)
+    with pytest.raises(ValueError, match="workers"):
+        DishwashingPhysicsVectorEnv(num_envs=2, workers=0)
 
 
 def test_interpolation_stays_inside_the_measured_rates():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import itertools
+import multiprocessing
 import os
 
 import lightning as L
@@ -15,6 +16,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from tests.models.conftest import make_run
 from v2p.contracts import RolloutBatch
 from v2p.data.rollout import RolloutDataModule
+from v2p.envs.physics.sites import LocalSites, WorkerSites
 from v2p.models.sac import SACModule
 
 
@@ -373,3 +375,32 @@ def test_evaluation_hands_the_observer_every_step_of_each_first_episode(run_fact
     returns = np.sum([t.reward for t in steps], axis=0)
     np.testing.assert_allclose(returns, [e.episode_return for e in batch.episodes], rtol=1e-5)
     assert batch == dm.evaluate()  # observing changes nothing
+
+
+def test_physics_envs_in_worker_processes_train_as_in_one_process(tmp_path):
+    """``env_workers=2`` steps the physics sites (training and evaluation) in two processes:
+    the same transitions, so the same weights after the same updates."""
+    runs = []
+    for workers in (1, 2):
+        model, dm, trainer = make_run(
+            tmp_path / f"w{workers}",
+            env_id="v2p/DishwashingPhysics-v0",
+            env_kwargs={"frames": 2, "height": 32, "width": 32, "steps": 10},
+            model_kwargs={"encoder_arch": "simple2dcnn", "encoder_channels": 4},
+            max_steps=8,
+            data_kwargs={
+                "batch_size": 8,
+                "warmup_steps": 16,
+                "updates_per_epoch": 4,
+                "env_workers": workers,
+            },
+        )
+        trainer.fit(model, dm)
+        sites = dm.envs.unwrapped.sites
+        assert isinstance(sites, WorkerSites if workers > 1 else LocalSites)
+        runs.append((weights(model), trainer.callback_metrics["val/expected_profit"]))
+        assert not multiprocessing.active_children()  # fit's teardown stopped every worker
+    (a, profit_a), (b, profit_b) = runs
+    assert profit_a == profit_b
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)

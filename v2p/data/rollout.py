@@ -15,6 +15,7 @@ episodes on separate envs) and checkpointing run on a schedule although the stre
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
 from collections.abc import Callable
 from typing import Any
@@ -23,6 +24,7 @@ import gymnasium as gym
 import lightning as L
 import numpy as np
 import torch
+from gymnasium.envs.registration import load_env_creator
 from gymnasium.vector import AutoresetMode
 from lightning.pytorch.utilities import rank_zero_warn
 from lightning_utilities.core.apply_func import apply_to_collection
@@ -106,10 +108,23 @@ def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None) -> gym.Env:
         raise ValueError(f"bad env_kwargs {kwargs!r} for env {env_id!r}: {e}") from e
 
 
-def make_vector_env(env_id: str, num_envs: int, env_kwargs: dict[str, Any] | None = None):
-    """N copies of ``env_id`` with same-step autoreset, batched natively where the env can."""
+def make_vector_env(
+    env_id: str, num_envs: int, env_kwargs: dict[str, Any] | None = None, workers: int = 1
+):
+    """N copies of ``env_id`` with same-step autoreset, batched natively where the env can;
+    ``workers > 1`` splits them over processes where its vector env can
+    (``v2p/DishwashingPhysics-v0``)."""
     kwargs = dict(env_kwargs or {})
     spec = gym.spec(env_id)
+    if workers > 1:
+        entry = spec.vector_entry_point
+        creator = entry if entry is None or callable(entry) else load_env_creator(entry)
+        if creator is None or "workers" not in inspect.signature(creator).parameters:
+            raise ValueError(
+                f"env_workers={workers}: {env_id!r} cannot step its envs in worker processes "
+                "(the synthetic envs step every site at once in numpy); use env_workers=1"
+            )
+        kwargs["workers"] = min(workers, num_envs)
     if spec.vector_entry_point is not None:
         envs = gym.make_vec(env_id, num_envs=num_envs, **kwargs)
     else:
@@ -191,6 +206,10 @@ class RolloutDataModule(L.LightningDataModule):
         replay_on_device: keep a copy of the replay on the training device (the GPU) and
             gather batches there: no host-to-device copy of every batch. Costs device memory
             of the size of the buffer.
+        env_workers: processes that step the envs of each source (and the evaluation envs),
+            for envs that render in Python, one after the other (the physics env: about 350
+            steps per CPU second); 1 steps them in the training process. The same run,
+            step for step, with any count.
     """
 
     def __init__(
@@ -210,6 +229,7 @@ class RolloutDataModule(L.LightningDataModule):
         priority_alpha: float = 0.6,
         priority_beta: float = 0.4,
         replay_on_device: bool = False,
+        env_workers: int = 1,
     ) -> None:
         super().__init__()
         for name in (
@@ -219,6 +239,7 @@ class RolloutDataModule(L.LightningDataModule):
             "updates_per_step",
             "updates_per_epoch",
             "eval_episodes",
+            "env_workers",
         ):
             check_int(name, locals()[name], ge=1)
         check_int("warmup_steps", warmup_steps, ge=0)
@@ -232,6 +253,7 @@ class RolloutDataModule(L.LightningDataModule):
         self.priority_alpha = priority_alpha
         self.priority_beta = priority_beta
         self.replay_on_device = replay_on_device
+        self.env_workers = env_workers
         # Sources as plain dicts: a checkpoint's hyper-parameters must load with weights_only.
         self.save_hyperparameters(ignore=["sources"])
         self.env_id = env_id
@@ -314,6 +336,7 @@ class RolloutDataModule(L.LightningDataModule):
                 source.env_id or self.env_id,
                 envs_per_source or source.num_envs,
                 self._source_kwargs(source),
+                self.env_workers,
             )
             for source in self.sources
         ]
@@ -360,8 +383,13 @@ class RolloutDataModule(L.LightningDataModule):
             self.buffer.to_device(device)
 
     def teardown(self, stage: str) -> None:
-        if self.envs is not None and stage == "fit":
+        if stage != "fit":
+            return
+        if self.envs is not None:
             self.envs.close()
+        if hasattr(self, "_eval_envs"):  # and their worker processes, where they have them
+            self._eval_envs.close()
+            del self._eval_envs  # a later validate() or test() makes new ones
 
     # ------------------------------------------------------------ dataloaders
 

@@ -41,6 +41,7 @@ from v2p.envs.dynamics import (
 from v2p.envs.params import DishwashingParams
 from v2p.envs.physics.calibration import CalibrationTable, load_table
 from v2p.envs.physics.scene import EpisodeDraw, Scene, draw_episode
+from v2p.envs.physics.sites import LocalSites, WorkerSites
 from v2p.envs.render import FrameHistory
 from v2p.validation import check_int
 
@@ -226,79 +227,61 @@ class DishwashingPhysicsEnv(gym.Env[np.ndarray, np.ndarray]):
 
 
 class DishwashingPhysicsVectorEnv(DishwashingSitesVectorEnv):
-    """N physics sites in one process, stepped in turn, with same-step autoreset.
+    """N physics sites with same-step autoreset, stepped in this process or, with
+    ``workers > 1``, split over that many worker processes (:mod:`v2p.envs.physics.sites`).
 
     Registered as the vector entry point because gymnasium's sync vector env with SAME_STEP
     autoreset moves a finished shift's last step info into ``info["final_info"]`` and puts the
     reset info in its place, which would drop the last step's accounting from the ledger. Here,
     as in :class:`v2p.envs.dishwashing.DishwashingVectorEnv`, ``info`` is always the step's and
-    ``info["final_obs"]`` holds the finished shift's last clip.
+    ``info["final_obs"]`` holds the finished shift's last clip. Site ``i`` is seeded
+    ``seed + i`` and keeps its own generator, so the worker count changes nothing but speed.
     """
 
-    def __init__(self, num_envs: int = 1, **env_kwargs: Any) -> None:
+    def __init__(self, num_envs: int = 1, workers: int = 1, **env_kwargs: Any) -> None:
         check_int("num_envs", num_envs, ge=1)
-        self.envs = [DishwashingPhysicsEnv(**env_kwargs) for _ in range(num_envs)]
-        self.params = self.envs[0].params
-        self._init_sites(num_envs, self.envs[0].observation_space)
+        check_int("workers", workers, ge=1)
+        probe = DishwashingPhysicsEnv(**env_kwargs)  # checks the arguments here, not in a worker
+        self.params = probe.params
+        self._init_sites(num_envs, probe.observation_space)
+        if workers == 1:
+            self.sites = LocalSites(num_envs, env_kwargs)
+        else:
+            self.sites = WorkerSites(num_envs, env_kwargs, workers)
+        probe.close()
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
         mask = self._reset_mask(options)
-        for i, env in enumerate(self.envs):
-            if mask is None or mask[i]:
-                env.reset(seed=None if seed is None else seed + i)
-        kinds = np.array([int(env.sim.kind[0]) for env in self.envs])
-        return self._observe(), {"kind": kinds}
+        mask = np.ones(self.num_envs, dtype=bool) if mask is None else np.asarray(mask, bool)
+        seeds = [None if seed is None else seed + i for i in range(self.num_envs)]
+        obs, kinds = self.sites.reset(seeds, mask)
+        return obs, {"kind": kinds}
 
     def step(
         self, actions: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         actions = self._check_actions(actions)
-        outcomes = [env.advance(a) for env, a in zip(self.envs, actions, strict=True)]
-        outcome = _concatenate(outcomes)
-        info = self._step_info(self.params, outcome)
-        truncated = np.array([bool(env.sim.truncated[0]) for env in self.envs])
-        if truncated.any():
-            info["final_obs"] = self._observe()
-            info["_final_obs"] = truncated
-            for env in np.array(self.envs, dtype=object)[truncated]:
-                env.reset()
+        step = self.sites.step(actions)
+        info = self._step_info(self.params, step.outcome)
+        if step.final_obs is not None:
+            info["final_obs"] = step.final_obs
+            info["_final_obs"] = step.truncated
         terminated = np.zeros(self.num_envs, dtype=bool)
-        return self._observe(), outcome.profit, terminated, truncated, info
-
-    def _observe(self) -> np.ndarray:
-        return np.stack([env.history.clips()[0] for env in self.envs])  # (N, T, 3, H, W)
+        return step.obs, step.outcome.profit, terminated, step.truncated, info
 
     def close_extras(self, **kwargs: Any) -> None:
-        for env in self.envs:
-            env.close()
+        self.sites.close()
 
     def state_dict(self) -> dict[str, Any]:
-        return {"envs": [env.state_dict() for env in self.envs]}
+        return {"envs": self.sites.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if len(state["envs"]) != self.num_envs:
             raise ValueError(
                 f"state holds {len(state['envs'])} envs, this vector env has {self.num_envs}"
             )
-        for env, env_state in zip(self.envs, state["envs"], strict=True):
-            env.load_state_dict(env_state)
+        self.sites.load_state_dict(state["envs"])
         self._started = True
-
-
-def _concatenate(outcomes: list[StepOutcome]) -> StepOutcome:
-    """Stack per-env (1,) outcomes into one (N,) outcome."""
-    fields = {
-        name: np.concatenate([getattr(o, name) for o in outcomes])
-        for name in StepOutcome._fields
-        if name != "expected"
-    }
-    expected = ExpectedOutcome(
-        *(
-            np.concatenate([getattr(o.expected, n) for o in outcomes])
-            for n in ExpectedOutcome._fields
-        )
-    )
-    return StepOutcome(**fields, expected=expected)
