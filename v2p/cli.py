@@ -32,6 +32,8 @@ RESUMABLE_MODEL_ARGS = frozenset(
         "tau",
         "reward_scale",
         "target_entropy",
+        # Evaluation only: an average started on resume begins from the checkpoint's weights.
+        "policy_average_decay",
         "finite_check_every",
         "compile_update",
         "compile_mode",

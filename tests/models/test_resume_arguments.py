@@ -42,6 +42,15 @@ def test_learning_rates_given_on_resume_are_the_ones_that_train(tmp_path, checkp
     assert cli.trainer.global_step == 30
 
 
+def test_a_resumed_run_can_start_averaging_its_policy(tmp_path, checkpoint):
+    cli = fit(
+        tmp_path, 30, f"--ckpt_path={checkpoint}", "--model.init_args.policy_average_decay=0.99"
+    )
+    average = cli.model.policy_average
+    assert average is not None and average.decay == 0.99
+    assert average.average.n_averaged.item() == 10  # the updates since the checkpoint's 20
+
+
 def test_arguments_that_cannot_change_on_resume_are_refused_by_name(tmp_path, checkpoint):
     with pytest.raises(ValueError, match=r"hidden_dim \(checkpoint 32, given 64\)") as error:
         fit(tmp_path, 30, f"--ckpt_path={checkpoint}", "--model.init_args.hidden_dim=64")
