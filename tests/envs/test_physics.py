@@ -255,3 +255,16 @@ def test_interpolation_stays_inside_the_measured_rates():
     for size in (11, 21):
         ones = np.ones((1, size, size))
         assert bilinear(ones, np.zeros(speed.size, int), speed, care).max() <= 1.0
+
+
+def test_workers_exit_when_the_training_process_is_gone():
+    """A worker whose pipe closes without a ``close`` request (its parent killed) exits."""
+    from v2p.envs.physics.sites import WorkerSites
+
+    sites = WorkerSites(2, {"frames": 2}, workers=2)
+    procs = list(sites._procs)
+    for conn in sites._conns:
+        conn.close()
+    for proc in procs:
+        proc.join(timeout=30)
+        assert proc.exitcode == 0

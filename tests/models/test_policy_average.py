@@ -8,6 +8,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 
 from tests.models.conftest import make_run
+from tests.models.test_sac import weights
 from v2p.models.policy_average import PolicyAverage
 from v2p.models.sac import SACModule
 
@@ -33,10 +34,6 @@ def test_the_average_is_an_ema_that_starts_from_the_first_weights():
 def test_a_decay_outside_zero_to_one_is_named(decay):
     with pytest.raises(ValueError, match="policy_average_decay"):
         SACModule((7,), [0.0, 0.0], [1.0, 1.0], policy_average_decay=decay)
-
-
-def weights(module):
-    return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
 def test_training_is_unchanged_and_only_deterministic_actions_read_the_average(tmp_path):

@@ -82,7 +82,10 @@ def _serve(conn: Connection, num_envs: int, env_kwargs: dict[str, Any]) -> None:
         sites = LocalSites(num_envs, env_kwargs)
         conn.send(("ok", None))
         while True:
-            method, args = conn.recv()
+            try:
+                method, args = conn.recv()
+            except EOFError:  # the training process is gone: nothing to answer
+                break
             if method == "close":
                 break
             try:
