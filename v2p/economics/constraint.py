@@ -106,11 +106,12 @@ class PIDLagrangian:
     clipped and, with ``k_p = 0``, ``lambda_init`` is a floor. The two agree while every
     partial sum of the gaps is >= 0.
 
-    The defaults are placeholders, not measured gains (section 3 asks for gains measured on the
-    binding state task and the physics task, which takes long training runs): plain dual
-    ascent (``k_p = k_d = 0``) with ``k_i = 20``, the step ``dual_lr`` the project's configs use
-    today (``configs/dishwashing_physics.yaml`` and the constrained-task benchmark), and no
-    smoothing. ``lambda`` is in $/hr per unit of error rate.
+    The defaults are the gains measured to hold the error target on the binding state task and
+    the physics task (section 3; docs/benchmarks.md, "PID Lagrangian"): plain dual ascent
+    (``k_p = k_d = 0``) with ``k_i = 20``, and no smoothing. ``K_p = 2,000`` with an EMA of 0.1
+    held the target too, at 5 points less held profit on the physics task (its proportional
+    term turns the warm-up's random-action shifts into lambda 448). ``lambda`` is in $/hr per
+    unit of error rate.
     """
 
     def __init__(

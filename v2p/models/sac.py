@@ -168,7 +168,7 @@ class SACModule(L.LightningModule):
         target_entropy: float | None = None,
         reward_scale: float = 1.0,
         lambda_init: float = 0.0,
-        dual_lr: float = 0.01,
+        dual_lr: float = 20.0,
         err_target_init: float = 0.10,
         err_target_final: float = 0.06,
         curriculum_episodes: int = 600,

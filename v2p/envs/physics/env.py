@@ -241,14 +241,15 @@ class DishwashingPhysicsVectorEnv(DishwashingSitesVectorEnv):
     def __init__(self, num_envs: int = 1, workers: int = 1, **env_kwargs: Any) -> None:
         check_int("num_envs", num_envs, ge=1)
         check_int("workers", workers, ge=1)
-        probe = DishwashingPhysicsEnv(**env_kwargs)  # checks the arguments here, not in a worker
-        self.params = probe.params
-        self._init_sites(num_envs, probe.observation_space)
         if workers == 1:
             self.sites = LocalSites(num_envs, env_kwargs)
+            first = self.sites.envs[0]
         else:
+            first = DishwashingPhysicsEnv(**env_kwargs)  # bad arguments raise here, not in a worker
             self.sites = WorkerSites(num_envs, env_kwargs, workers)
-        probe.close()
+            first.close()
+        self.params = first.params
+        self._init_sites(num_envs, first.observation_space)
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None

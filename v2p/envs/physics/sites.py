@@ -163,9 +163,6 @@ class WorkerSites:
             final_obs,
         )
 
-    def observe(self) -> np.ndarray:
-        return np.concatenate(self._call("observe", [()] * len(self.slices)))
-
     def state_dict(self) -> list[dict[str, Any]]:
         parts = self._call("state_dict", [()] * len(self.slices))
         return [state for part in parts for state in part]
