@@ -246,8 +246,10 @@ class DishwashingPhysicsVectorEnv(DishwashingSitesVectorEnv):
             first = self.sites.envs[0]
         else:
             first = DishwashingPhysicsEnv(**env_kwargs)  # bad arguments raise here, not in a worker
-            self.sites = WorkerSites(num_envs, env_kwargs, workers)
-            first.close()
+            try:
+                self.sites = WorkerSites(num_envs, env_kwargs, workers)
+            finally:
+                first.close()
         self.params = first.params
         self._init_sites(num_envs, first.observation_space)
 

@@ -123,7 +123,11 @@ class WorkerSites:
             child.close()
             self._conns.append(parent)
             self._procs.append(proc)
-        self._gather("__init__")  # each worker answers once its envs are built
+        try:
+            self._gather("__init__")  # each worker answers once its envs are built
+        except RuntimeError:
+            self.close()  # the workers that did start
+            raise
 
     def _call(self, method: str, per_worker_args: list[tuple]) -> list[Any]:
         for conn, args in zip(self._conns, per_worker_args, strict=True):
