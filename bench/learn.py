@@ -4,6 +4,8 @@
     python bench/learn.py --task state --seeds 0 1 2        # V2P and SB3 side by side
     python bench/learn.py --task constrained --seeds 0 1 2  # error target binds; plot in docs/
     python bench/learn.py --task video --seeds 0            # synthetic camera clips
+    python bench/learn.py --task demos --eval-every 100     # RLPD: recorded shifts in batches
+    python bench/learn.py --task demos --demo-task video --eval-every 2000
 
 Each V2P run is the job's real config (``configs/*.yaml`` through the CLI) with the overrides
 printed in the table; on the state and video tasks, arguments the script does not know are more
@@ -43,15 +45,20 @@ STATE_CONFIG = "configs/dishwashing_state.yaml"
 VIDEO_CONFIG = "configs/dishwashing_video.yaml"
 
 
-def env_step_budget(config: str, env_steps: int, eval_every: int | None = None) -> list[str]:
+def env_step_budget(
+    config: str, env_steps: int, eval_every: int | None = None, warmup_steps: int | None = None
+) -> list[str]:
     """CLI overrides that end a run of ``config`` at ``env_steps`` env steps, evaluating every
-    ``eval_every`` env steps (default: the config's epochs).
+    ``eval_every`` env steps (default: the config's epochs), after ``warmup_steps`` random
+    ones (default: the config's).
 
     ``trainer.max_steps`` counts gradient updates, which start after the config's warm-up env
     steps; then every batched step of ``num_envs`` env steps makes ``updates_per_step``
     updates. (SB3 counts its warm-up in ``total_timesteps`` as well.)
     """
     data = yaml.safe_load((ROOT / config).read_text())["data"]["init_args"]
+    if warmup_steps is not None:
+        data["warmup_steps"] = warmup_steps
     per_env_step = data["updates_per_step"] / data["num_envs"]
     if env_steps <= data["warmup_steps"]:
         raise ValueError(
@@ -59,6 +66,8 @@ def env_step_budget(config: str, env_steps: int, eval_every: int | None = None) 
             f"{data['warmup_steps']} warm-up env steps of {config}"
         )
     overrides = [f"--trainer.max_steps={round((env_steps - data['warmup_steps']) * per_env_step)}"]
+    if warmup_steps is not None:
+        overrides.append(f"--data.init_args.warmup_steps={warmup_steps}")
     if eval_every is not None:
         overrides.append(f"--data.init_args.updates_per_epoch={round(eval_every * per_env_step)}")
     return overrides
@@ -283,6 +292,58 @@ def bench_state(
     return lines
 
 
+def bench_demos(
+    config: str, seeds: list[int], steps: int, eval_every: int, episodes: int
+) -> list[str]:
+    """RLPD on ``config``'s task: half of every batch from ``episodes`` recorded shifts,
+    against the same run without them, all after a warm-up of one batch (the least the data
+    module accepts).
+
+    Two datasets, recorded on the video env of the task (its clips are the video task's
+    observations, its task states the state task's): the optimal policy's shifts (an expert)
+    and uniformly random actions (what a useless upload looks like). The critic LayerNorm
+    arms run on the state task only.
+    """
+    from v2p.record import record
+
+    ceiling = optimal_policy(DishwashingParams()).profit
+    warmup = yaml.safe_load((ROOT / config).read_text())["data"]["init_args"]["batch_size"]
+    lines = [
+        f"{config}: ceiling {ceiling:.2f} $/hr; budget {steps:,} env steps after a warm-up of "
+        f"{warmup} random env steps, evaluated every {eval_every}; {episodes} recorded "
+        "shifts per dataset (`v2p record --policy optimal` / `random`).",
+        "",
+        *HEADER,
+    ]
+    budget = env_step_budget(config, steps, eval_every, warmup_steps=warmup)
+    with tempfile.TemporaryDirectory() as data_root:
+        datasets = {}
+        for policy in ("optimal", "random"):
+            folder = Path(data_root) / policy
+            record(str(folder), episodes=episodes, policy=policy, seed=99, progress=False)
+            datasets[policy] = folder
+        arms = {"no demonstrations": []}
+        for policy, folder in datasets.items():
+            demos = f'--data.init_args.demonstrations=[{{"name": "{policy}", "path": "{folder}"}}]'
+            arms[f"{policy} demonstrations, demo_share 0.5"] = [demos]
+        if config == STATE_CONFIG:  # RLPD's LayerNorm in the critics, with and without
+            layer_norm = "--model.init_args.critic_layer_norm=true"
+            arms["optimal demonstrations, demo_share 0.5, critic LayerNorm"] = [
+                *arms["optimal demonstrations, demo_share 0.5"],
+                layer_norm,
+            ]
+            arms["no demonstrations, critic LayerNorm"] = [layer_norm]
+        for name, overrides in arms.items():
+            curves = []
+            for seed in seeds:
+                with tempfile.TemporaryDirectory() as root:
+                    curve, _ = run_v2p(config, [*budget, *overrides], seed, root)
+                curves.append(curve)
+                progress(f"{name} seed {seed}: {curve.expected_profit}")
+            lines += summarise(name, curves, ceiling, steps)
+    return lines
+
+
 def bench_video(seeds: list[int], steps: int, overrides: list[str], keep: str | None) -> list[str]:
     best = optimal_policy(DishwashingParams())
     ceiling = best.profit
@@ -386,7 +447,7 @@ def plot_constraint(ledgers: list[list[dict]], target: float, path: Path) -> Non
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--task", choices=["state", "video", "constrained"], required=True)
+    parser.add_argument("--task", choices=["state", "video", "constrained", "demos"], required=True)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=None, help="env-step budget")
     parser.add_argument("--no-sb3", action="store_true", help="skip the SB3 runs (state task)")
@@ -394,10 +455,16 @@ def main() -> None:
     parser.add_argument("--dual-lr", type=float, default=20.0, help="eta (constrained task)")
     parser.add_argument("--keep", default=None, help="keep the video runs' logs under this dir")
     parser.add_argument("--eval-every", type=int, default=1000, help="env steps (state task)")
+    parser.add_argument("--episodes", type=int, default=20, help="recorded shifts (demos)")
+    parser.add_argument("--demo-task", choices=["state", "video"], default="state")
     args, overrides = parser.parse_known_args()
     if args.task == "state":
         steps = args.steps or 20_000
         lines = bench_state(args.seeds, steps, not args.no_sb3, args.eval_every, overrides)
+    elif args.task == "demos":
+        config = VIDEO_CONFIG if args.demo_task == "video" else STATE_CONFIG
+        steps = args.steps or (16_000 if args.demo_task == "video" else 2_000)
+        lines = bench_demos(config, args.seeds, steps, args.eval_every, args.episodes)
     elif args.task == "video":
         if args.steps is not None:
             overrides = [*env_step_budget(VIDEO_CONFIG, args.steps), *overrides]

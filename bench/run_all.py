@@ -65,6 +65,19 @@ BENCHES: tuple[Bench, ...] = (
         needs="stable_baselines3",
     ),
     Bench(
+        "learn_demos",
+        ("learn.py", "--task", "demos", "--seeds", "0", "1", "2", "--eval-every", "100"),
+        ("learn.py", "--task", "demos", "--seeds", "0", "--steps", "1000", "--eval-every", "250",
+         "--episodes", "2"),
+    ),
+    Bench(
+        "learn_demos_video",
+        ("learn.py", "--task", "demos", "--demo-task", "video", "--seeds", "0", "1", "2",
+         "--eval-every", "2000"),
+        ("learn.py", "--task", "demos", "--demo-task", "video", "--seeds", "0", "--steps",
+         "2000", "--eval-every", "1000", "--episodes", "2"),
+    ),
+    Bench(
         "learn_constrained",
         ("learn.py", "--task", "constrained", "--seeds", "0", "1", "2"),
         ("learn.py", "--task", "constrained", "--seeds", "0", "--steps", "2000",

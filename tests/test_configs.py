@@ -15,7 +15,8 @@ from v2p.record import record
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.filterwarnings("ignore:LightningCLI.s args parameter")
 CONFIGS = sorted(p.name for p in (ROOT / "configs").glob("*.yaml"))
-CLIP_DATA = ("pretrain_encoder.yaml", "novelty.yaml")  # read recordings: given a tiny one
+# Read recordings: given a tiny one.
+CLIP_DATA = ("pretrain_encoder.yaml", "novelty.yaml", "idm.yaml")
 
 # Per config: overrides that keep instantiation (and the one short fit) cheap.
 SHRINK: dict[str, list[str]] = {
@@ -28,6 +29,11 @@ SHRINK: dict[str, list[str]] = {
         "--data.init_args.clips_per_epoch=16",
         "--data.init_args.val_fraction=0.5",
         "--trainer.max_epochs=1",
+    ],
+    "idm.yaml": [
+        "--data.init_args.batch_size=8",
+        "--data.init_args.steps_per_epoch=16",
+        "--data.init_args.val_fraction=0.5",
     ],
     "novelty.yaml": [
         "--data.init_args.batch_size=8",

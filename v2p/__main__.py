@@ -1,7 +1,9 @@
-"""The ``v2p`` command and ``python -m v2p``: ``report``, ``record`` or a LightningCLI subcommand.
+"""The ``v2p`` command and ``python -m v2p``: ``report``, ``record``, ``label`` or a LightningCLI
+subcommand.
 
 ``v2p report LOG_DIR ...`` goes to :mod:`v2p.report.cli`, ``v2p record --out DIR ...`` to
-:mod:`v2p.record`; any other first argument (``fit``, ``validate``, ``--help``, ...)
+:mod:`v2p.record`, ``v2p label --idm CKPT ...`` to :mod:`v2p.label`; any other first argument
+(``fit``, ``validate``, ``--help``, ...)
 goes to the LightningCLI of :mod:`v2p.cli` unchanged. Each is imported only when chosen, so
 ``v2p report`` does not load torch or Lightning.
 """
@@ -27,6 +29,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from v2p.record import main as record_main
 
         return record_main(args[1:])
+    if args[:1] == ["label"]:
+        from v2p.label import main as label_main
+
+        return label_main(args[1:])
     from v2p.cli import entry
 
     # None keeps LightningCLI reading sys.argv itself, exactly as the old entry point did.

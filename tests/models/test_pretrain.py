@@ -14,7 +14,7 @@ from lightning.pytorch.loggers import CSVLogger
 from tests.models.conftest import make_run
 from v2p.cli import main as cli_main
 from v2p.data.clips import ClipDataModule
-from v2p.models.pretrain import EncoderPretrainModule, load_pretrained_encoder
+from v2p.models.pretrain import EncoderPretrainModule, load_pretrained_encoder, time_retrieval
 from v2p.models.probe import linear_probe_r2
 from v2p.models.sac import SACModule
 from v2p.record import record
@@ -47,6 +47,42 @@ def test_contrastive_loss_masks_other_clips_of_the_same_episode():
     # With every clip in one episode only the positive is left in each row: the loss is zero.
     loss_one_episode, accuracy_one = module.contrastive_loss(clips, clips, torch.zeros(6).long())
     assert loss_one_episode.item() == pytest.approx(0.0, abs=1e-6) and accuracy_one == 1.0
+
+
+def test_clips_of_one_episode_far_apart_in_time_are_negatives():
+    module = EncoderPretrainModule(CLIP, time_negatives_after=16, **SMALL)
+    clips = torch.randint(0, 256, (6, *CLIP), dtype=torch.uint8)
+    one_episode, gap = torch.zeros(6).long(), torch.ones(6).long()
+    # Anchors 20 frames apart: every other clip of the batch is a negative, the loss is not 0.
+    far = torch.arange(6) * 20
+    loss, accuracy = module.contrastive_loss(clips, clips, one_episode, time=far, gap=gap)
+    assert loss.item() > 0.1 and accuracy.item() < 1.0
+    # Anchors 2 frames apart: all nearer than 16 frames, masked as before (loss 0).
+    near = torch.arange(6) * 2
+    loss, _ = module.contrastive_loss(clips, clips, one_episode, time=near, gap=gap)
+    assert loss.item() == pytest.approx(0.0, abs=1e-6)
+    # time_negatives_after=None: the episode's clips are never negatives, whatever the time.
+    old = EncoderPretrainModule(CLIP, time_negatives_after=None, **SMALL)
+    loss, _ = old.contrastive_loss(clips, clips, one_episode, time=far, gap=gap)
+    assert loss.item() == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="time_negatives_after must be an integer >= 1"):
+        EncoderPretrainModule(CLIP, time_negatives_after=0, **SMALL)
+
+
+def test_time_retrieval_counts_hits_among_distant_clips_of_the_episode():
+    anchor = torch.eye(4)
+    episode, time, gap = torch.zeros(4).long(), torch.tensor([0, 20, 40, 41]), torch.ones(4).long()
+    # Positives equal to their anchors: each is nearer than any distractor (orthogonal).
+    hits, chance, scored = time_retrieval(anchor, anchor.clone(), episode, time, gap)
+    # Anchor 0's distractors start at 20, 40, 41 and their positives at 21, 41, 42: 6 clips.
+    assert scored == 4 and hits == 4
+    assert chance.item() == pytest.approx(1 / 7 + 1 / 7 + 1 / 5 + 1 / 5)
+    # Positives pointing away: no hits.
+    hits, _, _ = time_retrieval(anchor, -anchor, episode, time, gap)
+    assert hits == 0
+    # Another episode's clips are never distractors: none left, nothing scored.
+    _, _, scored = time_retrieval(anchor, anchor, torch.arange(4), time, gap)
+    assert scored == 0
 
 
 def test_momentum_target_moves_toward_the_online_encoder():
@@ -307,7 +343,9 @@ def test_shrunk_pretraining_fit_lowers_its_loss_and_reports_the_probe(tmp_path, 
     trainer.fit(module, data)
     assert len(losses) == 50
     assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.3
-    assert {"val/loss", "val/probe_r2"} <= set(trainer.callback_metrics)
+    assert {"val/loss", "val/probe_r2", "val/time_retrieval"} <= set(trainer.callback_metrics)
+    chance = float(trainer.callback_metrics["val/time_retrieval_chance"])
+    assert 0.0 < chance < 0.5
     # The checkpoint it wrote starts a SAC encoder.
     ckpt = next((tmp_path / "version_0" / "checkpoints").glob("*.ckpt"))
     sac = SACModule(data.observation_shape, [0.0], [1.0], encoder_ckpt=str(ckpt), **_sac_encoder())

@@ -77,6 +77,10 @@ class ClipBatch(NamedTuple):
     # last observation); (B, 0) actions when no source recorded actions.
     action: torch.Tensor
     reward: torch.Tensor
+    # (B,) int64 the anchor's first frame within its episode, and (B,) int64 the positive's
+    # gap after it: clips of one episode far apart in time are negatives of each other.
+    time: torch.Tensor
+    gap: torch.Tensor
 
 
 class Episode(NamedTuple):
@@ -94,6 +98,10 @@ class Episode(NamedTuple):
     source: str  # the manifest's data source, or "video"
     clip_len: int  # T of the recording
     episode_id: str  # stable id (module docstring), the key of the train/val split
+    # (F - clip_len,) float32 each step's constraint cost and bool its termination; None for
+    # video files and recordings made before they were stored (v2p.data.recording).
+    costs: np.ndarray | None = None
+    terminated: np.ndarray | None = None
 
 
 class _Source(NamedTuple):
@@ -339,6 +347,17 @@ def _load_shard(source: _Source, frame_size: int) -> list[Episode]:
         raise ValueError(
             f"shard {str(path)!r} has {len(actions)} actions but {len(rewards)} rewards"
         )
+    steps = {}
+    for key in ("costs", "terminated"):
+        if key in arrays:
+            steps[key] = arrays[key]
+            if steps[key].shape != rewards.shape:
+                raise ValueError(
+                    f"shard {str(path)!r} has {key} of shape {steps[key].shape}, rewards "
+                    f"{rewards.shape}: one per step expected"
+                )
+    costs = steps["costs"].astype(np.float32, copy=False) if "costs" in steps else None
+    terminated = steps["terminated"].astype(bool, copy=False) if "terminated" in steps else None
     frames = resize_frames(frames, frame_size)
     folder_name = path.parent.name
     return [
@@ -350,6 +369,8 @@ def _load_shard(source: _Source, frame_size: int) -> list[Episode]:
             source=source.source,
             clip_len=clip_len,
             episode_id=f"{folder_name}/{path.name}#{i}",
+            costs=None if costs is None else costs[st[i] : st[i + 1]],
+            terminated=None if terminated is None else terminated[st[i] : st[i + 1]],
         )
         for i in range(len(ep) - 1)
     ]
@@ -475,6 +496,8 @@ class _ClipStore:
             episode=torch.from_numpy(episode.astype(np.int64)),
             action=torch.from_numpy(self.frame_action[newest]),
             reward=torch.from_numpy(self.frame_reward[newest]),
+            time=torch.from_numpy(start.astype(np.int64)),
+            gap=torch.from_numpy(gap.astype(np.int64)),
         )
 
 

@@ -16,9 +16,16 @@ with ``np.savez_compressed`` (``--compress false``: ``np.savez``; ``np.load`` re
                    of L steps stores T + L frames, and the observation after k steps (k = 0 is
                    the reset) is ``frames[start + k : start + k + T]``, ``start`` its offset.
 ``episode_starts`` int64 (E + 1,) offsets of the episodes in ``frames``; the last is F.
-``actions``        float32 (S, A) the action of every step.
-``rewards``        float32 (S,) the reward of every step.
+``actions``        float32 (S, A) the action of every step; NaN in an action-free recording
+                   (``v2p record --actions false``), which ``v2p label`` labels.
+``rewards``        float32 (S,) the reward of every step (NaN in labelled video files).
 ``step_starts``    int64 (E + 1,) offsets of the episodes in ``actions`` / ``rewards``.
+``costs``          float32 (S,) the constraint cost of every step: its error rate, as the
+                   replay stores it (0 for envs without the step accounting).
+``terminated``     bool (S,) whether the step ended its episode by termination (a time limit's
+                   truncation is False: its value still bootstraps).
+``action_std``     float32 (S, A) labelled recordings only (``v2p label``): the inverse dynamics
+                   model's standard deviation of each action it labelled.
 ``states``         float32 (O, D) ``info["task_state"]`` of every observation (L + 1 per
                    episode, row k of an episode belongs to observation k); absent when the env
                    reports no task state.
@@ -28,6 +35,9 @@ with ``np.savez_compressed`` (``--compress false``: ``np.savez``; ``np.load`` re
 "source", "seed", "clip_len": T, "frame_shape": [C, H, W], "state_dim": D or null, "shards":
 [{"file", "episodes", "frames", "steps"}, ...]}``. The manifest is rewritten after every shard,
 so an interrupted recording is still a valid (shorter) one.
+
+``costs`` and ``terminated`` are absent from recordings made before 2026-12-01; encoder
+pretraining reads those still, SAC's demonstrations (:mod:`v2p.data.demonstrations`) do not.
 
 Storing one frame per step relies on the clips being sliding frame histories (observation k+1
 is observation k shifted by one frame); the recorder checks this at every step.
@@ -48,6 +58,8 @@ from typing import Any, NamedTuple
 import gymnasium as gym
 import numpy as np
 
+from v2p.envs.accounting import error_rates
+
 __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
@@ -62,7 +74,9 @@ FORMAT_NAME = "v2p-clips"
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 
-Policy = Callable[[np.ndarray], np.ndarray]  # one observation (T, C, H, W) -> action (A,)
+# One observation (T, C, H, W) and the env's task state behind it (None where the env reports
+# none) -> action (A,).
+Policy = Callable[[np.ndarray, np.ndarray | None], np.ndarray]
 
 
 def shard_name(index: int) -> str:
@@ -76,6 +90,12 @@ class EpisodeArrays(NamedTuple):
     actions: np.ndarray  # float32 (L, A)
     rewards: np.ndarray  # float32 (L,)
     states: np.ndarray | None  # float32 (L + 1, D), or None without task_state
+    # float32 (L,) the error rate of every step and bool (L,) its termination; None where
+    # unknown (data converted from elsewhere): the shard then stores neither.
+    costs: np.ndarray | None = None
+    terminated: np.ndarray | None = None
+    # float32 (L, A) the labelling model's standard deviation of each action (v2p label).
+    action_std: np.ndarray | None = None
 
 
 # ------------------------------------------------------------------- checks
@@ -140,10 +160,10 @@ def record_episode(
     frames = [*obs]  # the T frames of the reset clip, oldest first
     first_state = _task_state(info, env_id, "at reset")
     states = [] if first_state is None else [first_state]
-    actions, rewards = [], []
+    actions, rewards, costs, terminals = [], [], [], []
     done = False
     while not done and (max_steps is None or len(actions) < max_steps):
-        action = np.asarray(act(obs), dtype=np.float32)
+        action = np.asarray(act(obs, states[-1] if states else None), dtype=np.float32)
         next_obs, reward, terminated, truncated, info = env.step(action)
         step = len(actions)
         if not np.array_equal(next_obs[:-1], obs[1:]):
@@ -155,6 +175,8 @@ def record_episode(
         frames.append(next_obs[-1])
         actions.append(action)
         rewards.append(float(reward))
+        costs.append(float(error_rates(info, 1, f"env {env_id!r}")[0]))
+        terminals.append(bool(terminated))
         if first_state is not None:
             state = _task_state(info, env_id, f"after step {step}")
             if state is None or state.shape != first_state.shape:
@@ -170,6 +192,8 @@ def record_episode(
         actions=np.asarray(actions, dtype=np.float32).reshape(-1, action_dim),
         rewards=np.asarray(rewards, dtype=np.float32),
         states=np.stack(states) if states else None,
+        costs=np.asarray(costs, dtype=np.float32),
+        terminated=np.asarray(terminals, dtype=bool),
     )
 
 
@@ -186,6 +210,9 @@ def shard_arrays(episodes: Sequence[EpisodeArrays]) -> dict[str, np.ndarray]:
         "rewards": np.concatenate([e.rewards for e in episodes]),
         "step_starts": _offsets([len(e.rewards) for e in episodes]),
     }
+    for key in ("costs", "terminated", "action_std"):
+        if all(getattr(e, key) is not None for e in episodes):
+            arrays[key] = np.concatenate([getattr(e, key) for e in episodes])
     if episodes[0].states is not None:
         arrays["states"] = np.concatenate([e.states for e in episodes])
         arrays["obs_starts"] = _offsets([len(e.states) for e in episodes])

@@ -42,6 +42,12 @@ from v2p.contracts import (
     require,
 )
 from v2p.data.checkpoint_io import ReplayCheckpointIO, read_replay, stage_replay
+from v2p.data.demonstrations import (
+    Demonstration,
+    DemonstrationEpisodes,
+    load_demonstration,
+    mix_samples,
+)
 from v2p.data.episodes import EpisodeTracker
 from v2p.data.replay import ReplayBuffer
 from v2p.data.sources import ConcatVectorEnv, DataSource, check_sources, supports_state_dict
@@ -210,6 +216,12 @@ class RolloutDataModule(L.LightningDataModule):
             for envs that render in Python, one after the other (the physics env: about 350
             steps per CPU second); 1 steps them in the training process. The same run,
             step for step, with any count.
+        demonstrations: recorded datasets (``v2p record``; each a name and a folder, see
+            :class:`~v2p.data.demonstrations.Demonstration`) drawn into every batch beside the
+            online replay, as RLPD does. Each is a data source of its own, named after the
+            env sources in ``source_names``.
+        demo_share: the share of every batch drawn from the demonstrations, in [0, 1); None
+            gives RLPD's 0.5 with demonstrations and 0 without.
     """
 
     def __init__(
@@ -230,6 +242,8 @@ class RolloutDataModule(L.LightningDataModule):
         priority_beta: float = 0.4,
         replay_on_device: bool = False,
         env_workers: int = 1,
+        demonstrations: list[Demonstration] | None = None,
+        demo_share: float | None = None,
     ) -> None:
         super().__init__()
         for name in (
@@ -255,15 +269,44 @@ class RolloutDataModule(L.LightningDataModule):
         self.replay_on_device = replay_on_device
         self.env_workers = env_workers
         # Sources as plain dicts: a checkpoint's hyper-parameters must load with weights_only.
-        self.save_hyperparameters(ignore=["sources"])
+        self.save_hyperparameters(ignore=["sources", "demonstrations"])
         self.env_id = env_id
         self.env_kwargs = dict(env_kwargs or {})
         self.sources = check_sources(
             [DataSource(source_name, num_envs)] if sources is None else list(sources)
         )
+        self.demonstrations = [
+            d if isinstance(d, Demonstration) else Demonstration(**d) for d in demonstrations or []
+        ]
+        if self.demonstrations:
+            self.hparams["demonstrations"] = [dataclasses.asdict(d) for d in self.demonstrations]
         self.source_names = [source.name for source in self.sources]
+        self.source_names += [demo.name for demo in self.demonstrations]
+        repeated = sorted({n for n in self.source_names if self.source_names.count(n) > 1})
+        if repeated:
+            raise ValueError(
+                f"the names of sources and demonstrations must be unique; repeated: {repeated}"
+            )
         if sources is not None:
             self.hparams["sources"] = [dataclasses.asdict(source) for source in self.sources]
+        if demo_share is None:
+            demo_share = 0.5 if self.demonstrations else 0.0
+        check_scalar("demo_share", demo_share, ge=0.0)
+        if demo_share >= 1.0:
+            raise ValueError(
+                f"demo_share must be in [0, 1) (the rest of each batch is online replay), got "
+                f"{demo_share!r}"
+            )
+        if demo_share > 0 and not self.demonstrations:
+            raise ValueError(
+                f"demo_share={demo_share} draws from demonstrations, but none are given: add "
+                "data.demonstrations or set demo_share to 0"
+            )
+        self.demo_share = float(demo_share)
+        # Rows of each batch from the demonstrations; at least one of each kind.
+        self.demo_batch = min(batch_size - 1, max(1, round(demo_share * batch_size)))
+        if not self.demonstrations:
+            self.demo_batch = 0
         num_envs = sum(source.num_envs for source in self.sources)
         if buffer_size < num_envs:
             raise ValueError(f"buffer_size ({buffer_size}) must be >= num_envs ({num_envs})")
@@ -305,6 +348,14 @@ class RolloutDataModule(L.LightningDataModule):
         self.action_low: list[float] = action_space.low.astype(float).tolist()
         self.action_high: list[float] = action_space.high.astype(float).tolist()
 
+        # Read here, so a bad recording fails at configuration; stored in setup().
+        self._demos: list[DemonstrationEpisodes] = [
+            load_demonstration(
+                demo, self.observation_shape, np.dtype(self.obs_dtype), len(self.action_low)
+            )
+            for demo in self.demonstrations
+        ]
+        self.demo_buffer: ReplayBuffer | None = None
         self.envs = None
         self.buffer: ReplayBuffer | None = None
         self.env_steps = 0
@@ -356,9 +407,21 @@ class RolloutDataModule(L.LightningDataModule):
         self._obs, _ = self.envs.reset(seed=int(seeds[1]))
         self._episode_start = np.ones(self.num_envs, dtype=bool)
         self._tracker = EpisodeTracker(self.num_envs, self.env_sources)
-        self.buffer = ReplayBuffer(
-            capacity=self.buffer_size,
-            num_envs=self.num_envs,
+        self.buffer = self._new_buffer(self.buffer_size, self.num_envs)
+        if self._demos:
+            # Room for every transition and, for clips, every episode's first T frames: the
+            # frame ring is sized by the transitions, and no demonstration frame may drop out.
+            episodes = sum(len(d.actions) for d in self._demos)
+            extra = episodes * self.frame_stack if self.frame_stack else 0
+            capacity = sum(d.transitions for d in self._demos) + extra
+            self.demo_buffer = self._new_buffer(capacity, 1)
+            for j, demo in enumerate(self._demos):
+                self._fill_demo_buffer(demo, len(self.sources) + j)
+
+    def _new_buffer(self, capacity: int, num_envs: int) -> ReplayBuffer:
+        buffer = ReplayBuffer(
+            capacity=capacity,
+            num_envs=num_envs,
             obs_shape=self.observation_shape,
             action_dim=len(self.action_low),
             obs_dtype=self.obs_dtype,
@@ -377,10 +440,27 @@ class RolloutDataModule(L.LightningDataModule):
                     f"(T, C, H, W); {self.env_id!r} gives {np.dtype(self.obs_dtype).name} "
                     f"{self.observation_shape}: set model.cache_frame_features=false"
                 )
-            self.buffer.store_frame_features(*features)
+            buffer.store_frame_features(*features)
         if self.replay_on_device:
             device = self.trainer.strategy.root_device if self.trainer is not None else "cpu"
-            self.buffer.to_device(device)
+            buffer.to_device(device)
+        return buffer
+
+    def _fill_demo_buffer(self, demo: DemonstrationEpisodes, source: int) -> None:
+        """Add a demonstration's transitions one step at a time, as a single env would."""
+        source_id = np.array([source])
+        for obs, actions, rewards, costs, terminated in zip(*demo[:5], strict=True):
+            for k in range(len(actions)):
+                self.demo_buffer.add(
+                    obs[k : k + 1],
+                    actions[k : k + 1],
+                    rewards[k : k + 1],
+                    costs[k : k + 1],
+                    obs[k + 1 : k + 2],
+                    terminated[k : k + 1].astype(np.float32),
+                    source_id,
+                    episode_start=np.array([k == 0]),
+                )
 
     def teardown(self, stage: str) -> None:
         if stage != "fit":
@@ -424,12 +504,13 @@ class RolloutDataModule(L.LightningDataModule):
             self._pending_updates = self.updates_per_step
         self._pending_updates -= 1
         self._updates_in_epoch += 1
+        online = self.batch_size - self.demo_batch
         if self.replay_priority == "novelty":
-            sample = self.buffer.sample(
-                self.batch_size, self._rng, self.priority_alpha, self.priority_beta
-            )
+            sample = self.buffer.sample(online, self._rng, self.priority_alpha, self.priority_beta)
         else:
-            sample = self.buffer.sample(self.batch_size, self._rng)
+            sample = self.buffer.sample(online, self._rng)
+        if self.demo_buffer is not None:
+            sample = mix_samples(sample, self.demo_buffer.sample(self.demo_batch, self._rng))
         episodes, self._pending_episodes = tuple(self._pending_episodes), []
         return RolloutBatch(sample, episodes)
 
@@ -439,7 +520,9 @@ class RolloutDataModule(L.LightningDataModule):
         if self.replay_priority != "novelty":
             return
         priority = torch.nn.functional.softplus(novelty.detach().float()) + 1e-3
-        self.buffer.update_priorities(index.cpu().numpy(), priority.cpu().numpy())
+        index, priority = index.cpu().numpy(), priority.cpu().numpy()
+        online = index >= 0  # demonstration rows (index -1) have no online priority
+        self.buffer.update_priorities(index[online], priority[online])
 
     # ------------------------------------------------------------- rollouts
 
@@ -580,6 +663,7 @@ class RolloutDataModule(L.LightningDataModule):
             "updates_in_epoch": self._updates_in_epoch,
             "pending_updates": self._pending_updates,
             "pending_episodes": [_record_to_dict(r) for r in self._pending_episodes],
+            "demonstrations": self._demo_digests(),
         }
         state = _to_checkpoint(state)
         state["global_rng"] = capture_global_rng()
@@ -624,7 +708,22 @@ class RolloutDataModule(L.LightningDataModule):
             # so each other rank's own state wins here.
             restore_global_rng(entry["global_rng"])
 
+    def _demo_digests(self) -> dict[str, str]:
+        return {
+            demo.name: data.digest
+            for demo, data in zip(self.demonstrations, self._demos, strict=True)
+        }
+
     def _load_rank_state(self, state: dict[str, Any]) -> None:
+        saved, now = state.get("demonstrations", {}), self._demo_digests()
+        if saved != now:
+            changed = sorted(n for n in {*saved, *now} if saved.get(n) != now.get(n))
+            raise ValueError(
+                f"the demonstrations differ from the checkpoint's (datasets {changed} were "
+                f"added, removed or recorded again: checkpoint {sorted(saved)}, now "
+                f"{sorted(now)}); the resumed run would not continue the saved one. Resume "
+                "with the checkpoint's data.demonstrations and recordings"
+            )
         state = _from_checkpoint({k: v for k, v in state.items() if k != "global_rng"})
         replay = state["replay"]
         # A side file (ReplayCheckpointIO resolved its path), or arrays in the checkpoint.

@@ -105,6 +105,9 @@ class SACModule(L.LightningModule):
         unit_head_inputs: the actor and critics read the latent at unit norm and the critics
             read actions in ``[-1, 1]`` (:class:`~v2p.models.components.TwinCritic` says why);
             off by default so that checkpoints trained without it load as they were trained.
+        critic_layer_norm: LayerNorm in the critics' hidden layers, as RLPD uses with
+            demonstrations (``data.demonstrations``) to keep the critics from extrapolating
+            to actions the demonstrations never took.
         gamma: discount factor.
         tau: Polyak rate of the target critic.
         policy_average_decay: act deterministically (evaluation, the checkpoint's policy) with
@@ -158,6 +161,7 @@ class SACModule(L.LightningModule):
         hidden_dim: int = 256,
         hidden_layers: int = 2,
         unit_head_inputs: bool = False,
+        critic_layer_norm: bool = False,
         gamma: float = 0.99,
         tau: float = 0.005,
         policy_average_decay: float | None = None,
@@ -256,7 +260,13 @@ class SACModule(L.LightningModule):
         box = (low, high) if unit_head_inputs else (None, None)
         self.actor = Actor(latent_dim, low, high, hidden_dim, hidden_layers, latent_scale)
         self.critic = TwinCritic(
-            latent_dim, action_dim, hidden_dim, hidden_layers, latent_scale, *box
+            latent_dim,
+            action_dim,
+            hidden_dim,
+            hidden_layers,
+            latent_scale,
+            *box,
+            layer_norm=critic_layer_norm,
         )
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.policy_average = (
