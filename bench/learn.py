@@ -293,7 +293,12 @@ def bench_state(
 
 
 def bench_demos(
-    config: str, seeds: list[int], steps: int, eval_every: int, episodes: int
+    config: str,
+    seeds: list[int],
+    steps: int,
+    eval_every: int,
+    episodes: int,
+    datasets: Sequence[str] = ("optimal", "random"),
 ) -> list[str]:
     """RLPD on ``config``'s task: half of every batch from ``episodes`` recorded shifts,
     against the same run without them, all after a warm-up of one batch (the least the data
@@ -301,8 +306,8 @@ def bench_demos(
 
     Two datasets, recorded on the video env of the task (its clips are the video task's
     observations, its task states the state task's): the optimal policy's shifts (an expert)
-    and uniformly random actions (what a useless upload looks like). The critic LayerNorm
-    arms run on the state task only.
+    and uniformly random actions (what a useless upload looks like); ``datasets`` chooses
+    them. The critic LayerNorm arms run on the state task only.
     """
     from v2p.record import record
 
@@ -318,7 +323,7 @@ def bench_demos(
     budget = env_step_budget(config, steps, eval_every, warmup_steps=warmup)
     with tempfile.TemporaryDirectory() as data_root:
         datasets = {}
-        for policy in ("optimal", "random"):
+        for policy in datasets:
             folder = Path(data_root) / policy
             record(str(folder), episodes=episodes, policy=policy, seed=99, progress=False)
             datasets[policy] = folder
@@ -326,7 +331,7 @@ def bench_demos(
         for policy, folder in datasets.items():
             demos = f'--data.init_args.demonstrations=[{{"name": "{policy}", "path": "{folder}"}}]'
             arms[f"{policy} demonstrations, demo_share 0.5"] = [demos]
-        if config == STATE_CONFIG:  # RLPD's LayerNorm in the critics, with and without
+        if config == STATE_CONFIG and "optimal" in datasets:  # RLPD's critic LayerNorm
             layer_norm = "--model.init_args.critic_layer_norm=true"
             arms["optimal demonstrations, demo_share 0.5, critic LayerNorm"] = [
                 *arms["optimal demonstrations, demo_share 0.5"],
@@ -457,6 +462,9 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=1000, help="env steps (state task)")
     parser.add_argument("--episodes", type=int, default=20, help="recorded shifts (demos)")
     parser.add_argument("--demo-task", choices=["state", "video"], default="state")
+    parser.add_argument(
+        "--datasets", nargs="+", choices=["optimal", "random"], default=["optimal", "random"]
+    )
     args, overrides = parser.parse_known_args()
     if args.task == "state":
         steps = args.steps or 20_000
@@ -464,7 +472,9 @@ def main() -> None:
     elif args.task == "demos":
         config = VIDEO_CONFIG if args.demo_task == "video" else STATE_CONFIG
         steps = args.steps or (16_000 if args.demo_task == "video" else 2_000)
-        lines = bench_demos(config, args.seeds, steps, args.eval_every, args.episodes)
+        lines = bench_demos(
+            config, args.seeds, steps, args.eval_every, args.episodes, args.datasets
+        )
     elif args.task == "video":
         if args.steps is not None:
             overrides = [*env_step_budget(VIDEO_CONFIG, args.steps), *overrides]

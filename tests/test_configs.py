@@ -7,6 +7,7 @@ from pathlib import Path
 
 import lightning as L
 import pytest
+import torch
 import yaml
 
 from v2p.cli import main
@@ -16,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.filterwarnings("ignore:LightningCLI.s args parameter")
 CONFIGS = sorted(p.name for p in (ROOT / "configs").glob("*.yaml"))
 # Read recordings: given a tiny one.
-CLIP_DATA = ("pretrain_encoder.yaml", "novelty.yaml", "idm.yaml")
+CLIP_DATA = ("pretrain_encoder.yaml", "novelty.yaml", "idm.yaml", "novelty_transitions.yaml")
 
 # Per config: overrides that keep instantiation (and the one short fit) cheap.
 SHRINK: dict[str, list[str]] = {
@@ -31,6 +32,11 @@ SHRINK: dict[str, list[str]] = {
         "--trainer.max_epochs=1",
     ],
     "idm.yaml": [
+        "--data.init_args.batch_size=8",
+        "--data.init_args.steps_per_epoch=16",
+        "--data.init_args.val_fraction=0.5",
+    ],
+    "novelty_transitions.yaml": [
         "--data.init_args.batch_size=8",
         "--data.init_args.steps_per_epoch=16",
         "--data.init_args.val_fraction=0.5",
@@ -72,7 +78,10 @@ def test_every_shipped_config_has_a_test():
     assert CONFIGS == sorted(SHRINK)
 
 
-@pytest.mark.parametrize("name", [n for n in CONFIGS if n != "novelty.yaml"])
+NEED_ENCODER = ("novelty.yaml", "novelty_transitions.yaml")
+
+
+@pytest.mark.parametrize("name", [n for n in CONFIGS if n not in NEED_ENCODER])
 def test_config_instantiates_its_model_and_data(name, tmp_path, recording):
     cli = instantiate(name, tmp_path, recording)
     config = yaml.safe_load((ROOT / "configs" / name).read_text())
@@ -90,3 +99,20 @@ def test_novelty_config_instantiates_on_a_pretrained_encoder(
     )
     assert type(cli.model).__name__ == "LatentDiffusionNovelty"
     assert cli.model.encoder is not None
+
+
+def test_transition_novelty_config_trains_on_a_recordings_steps(
+    tmp_path, recording, encoder_checkpoint
+):
+    cli = instantiate(
+        "novelty_transitions.yaml",
+        tmp_path,
+        recording,
+        f"--model.init_args.encoder_ckpt={encoder_checkpoint}",
+        "--trainer.max_steps=4",
+        "--model.init_args.normaliser_batches=2",
+    )
+    encoder_dim = cli.model.encoder.latent_dim
+    assert cli.model.latent_dim == 2 * encoder_dim + 2 + 2  # latents, action, outcome
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    assert cli.model._calibrated and torch.isfinite(cli.model.err_mean).all()

@@ -45,6 +45,7 @@ __all__ = [
     "StepOutputs",
     "require",
     "source_names_of",
+    "source_sites_of",
 ]
 
 # ----------------------------------------------------------------------------- records
@@ -111,6 +112,9 @@ class EvalBatch(NamedTuple):
     episodes: tuple[EpisodeRecord, ...]
     env_steps: int  # training env steps taken so far (on this rank), the x-axis of learning curves
     source_names: tuple[str, ...] = (PLATFORM,)  # names of the episodes' source ids
+    # Per source id, the source whose sites measure its contribution (see source_sites_of);
+    # None: every source its own.
+    source_sites: tuple[int, ...] | None = None
 
 
 class EvalTransitions(NamedTuple):
@@ -206,6 +210,17 @@ class EpisodeBatch(Protocol):
     """A batch that carries the episodes that finished since the previous batch."""
 
     episodes: Sequence[EpisodeRecord]
+
+
+def source_sites_of(datamodule: Any, num_sources: int) -> tuple[int, ...]:
+    """Per source id, the env source whose sites measure the source's contribution and whose
+    shifts are credited with it: itself for a site's own data, the owner's for a dataset
+    uploaded without a site of its own (``RolloutDataModule.demonstrations``). A data module
+    without ``source_sites`` has every source its own."""
+    sites = getattr(datamodule, "source_sites", None)
+    if sites is None:
+        return tuple(range(num_sources))
+    return tuple(int(k) for k in sites)
 
 
 def source_names_of(datamodule: Any) -> tuple[str, ...]:

@@ -460,3 +460,25 @@ def test_customers_are_credited_their_contributions_high_water_mark_per_window(t
     assert len(table) == 3 * 3 and table[-2]["source"] == "pots"
     assert float(table[2]["contribution"]) == -1.0  # negative contributions are kept
     cb.teardown(None, None, "fit")
+
+
+def test_a_demonstration_dataset_is_credited_to_its_owners_shifts(tmp_path):
+    """A dataset without a site of its own (data.demonstrations) is paid with its owner's
+    shifts; one the platform owns is paid to no one."""
+    names = ("platform", "pots", "pots_demos", "platform_demos")
+    trainer = stub_trainer(tmp_path, log_every_n_steps=1, is_global_zero=True)
+    trainer.datamodule = SimpleNamespace(source_names=names, source_sites=(0, 1, 1, 0))
+    model = SimpleNamespace(attribution=_Attribution([]), log=lambda *a, **k: None)
+    cb = EconomicsCallback()
+    cb.setup(trainer, model, "fit")
+    cb.on_train_start(trainer, model)
+    site_mpl = [[0.0] * 4 for _ in range(5)]
+    model.attribution.evaluations.append(AttributionEvaluation(0, 0, site_mpl, [1, 4, 6, 9.0]))
+    episodes = tuple(EpisodeRecord(i, k, 60, 0.0, shift(90, 3)) for i, k in enumerate([0, 1, 1]))
+    outputs = {"shift_constraints": [(0.06, 0.0)] * 3}
+    cb.on_train_batch_end(trainer, model, outputs, SimpleNamespace(episodes=episodes), 0)
+    with open(cb.ledger_path) as f:
+        credits = [float(r["delta_mpl_cust"]) for r in csv.DictReader(f)]
+    assert credits == [0.0, 5.0, 5.0]  # pots' 4 and its dataset's 6, over its two shifts
+    assert cb._credited == [0.0, 4.0, 6.0, 0.0]
+    cb.teardown(None, None, "fit")

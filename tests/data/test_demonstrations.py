@@ -90,7 +90,7 @@ def test_half_of_every_batch_is_demonstrations_with_their_source(tmp_path, exper
         for obs in sample.obs[16:]:
             assert (states == obs).all(dim=1).any()
     assert dm.hparams["demonstrations"] == [
-        {"name": "expert", "path": str(expert), "max_episodes": None}
+        {"name": "expert", "path": str(expert), "max_episodes": None, "owner": None}
     ]
 
 
@@ -196,3 +196,40 @@ def test_critic_layer_norm_normalises_every_hidden_layer():
     assert sum(isinstance(m, torch.nn.LayerNorm) for m in normed.q1) == 2
     q1, q2 = normed(torch.randn(5, 8), torch.rand(5, 2))
     assert q1.shape == q2.shape == (5,)
+
+
+def test_a_customers_demonstrations_are_attributed_at_its_sites(tmp_path, expert):
+    from v2p.data.sources import DataSource
+
+    sources = [DataSource("platform", 1), DataSource("customer", 1, {"dish_mix": {"pot": 1.0}})]
+    data = {
+        "sources": sources,
+        "demonstrations": [Demonstration("expert", str(expert), owner="customer")],
+    }
+    names = ["platform", "customer", "expert"]
+    model, dm, trainer = make_run(
+        tmp_path / "heads",
+        max_steps=20,
+        data_kwargs=data,
+        model_kwargs={"source_names": names, "attribution": {"hidden_dim": 8}},
+    )
+    trainer.fit(model, dm)
+    assert dm.source_sites == [0, 1, 1]
+    evaluation = model.attribution.evaluations[-1]
+    # Measured at the customer's site: head 0 there, minus the head trained without it.
+    expected = evaluation.site_mpl[0][1] - evaluation.site_mpl[3][1]
+    assert evaluation.contributions[2] == pytest.approx(expected)
+    assert np.isfinite(evaluation.contributions).all()
+
+    model, dm, trainer = make_run(
+        tmp_path / "gradient",
+        max_steps=2,
+        data_kwargs=data,
+        model_kwargs={"source_names": names, "attribution": {"method": "gradient"}},
+    )
+    with pytest.raises(ValueError, match="demonstration datasets have none"):
+        trainer.fit(model, dm)
+    with pytest.raises(ValueError, match="owner 'someone', which is not one of the env sources"):
+        RolloutDataModule(
+            sources=sources, demonstrations=[Demonstration("d", str(expert), owner="someone")]
+        )

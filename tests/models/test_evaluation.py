@@ -2,6 +2,8 @@
 task model's expected profit; the mean step reward is reported apart, since it undercharges
 damage."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -9,7 +11,7 @@ from v2p.contracts import EpisodeRecord, EvalBatch
 from v2p.data.episodes import EpisodeTracker
 from v2p.economics.shift import ShiftCounts
 from v2p.envs.dishwashing import DishwashingVectorEnv
-from v2p.models.evaluation import evaluation_metrics
+from v2p.models.evaluation import evaluation_metrics, expected_site_mpl
 
 
 def shift(attempts: int, errors: int, expected_profit: float = 20.0) -> ShiftCounts:
@@ -69,3 +71,14 @@ def test_shift_profit_estimates_the_expected_profit_where_the_step_reward_does_n
     gap = metrics["reward_per_step"] - metrics["expected_profit"]
     assert gap > 3.0, metrics  # the step reward's bias, many standard errors wide
     assert abs(metrics["profit"] - metrics["expected_profit"]) < 1.0, metrics  # SE about 0.2
+
+
+def test_a_source_without_sites_is_measured_at_its_owners():
+    episodes = (
+        EpisodeRecord(0, 0, 60, 0.0, shift(50, 0)),
+        EpisodeRecord(1, 1, 60, 0.0, shift(80, 0)),
+    )
+    batch = EvalBatch(episodes, 0, ("platform", "pots", "pots_demos"), (0, 1, 1))
+    assert expected_site_mpl(batch, 3) == [50.0, 80.0, 80.0]
+    plain = expected_site_mpl(batch._replace(source_sites=None), 3)
+    assert plain[:2] == [50.0, 80.0] and math.isnan(plain[2])

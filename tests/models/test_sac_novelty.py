@@ -72,7 +72,7 @@ def test_bad_novelty_settings_fail_clearly(tmp_path):
     novelty_checkpoint(path)
     with pytest.raises(ValueError, match="exclusive"):
         SACModule((7,), [0.0], [1.0], novelty_ckpt=str(path), novelty_online=True, **SMALL_MODEL)
-    with pytest.raises(ValueError, match=r"latents of size 16.*latent_dim is 8"):
+    with pytest.raises(ValueError, match=r"inputs of size 16.*scores inputs of size 8"):
         SACModule((7,), [0.0], [1.0], novelty_ckpt=str(path), **{**SMALL_MODEL, "latent_dim": 8})
     uncalibrated = tmp_path / "uncalibrated.ckpt"
     novelty_checkpoint(uncalibrated, calibrate=False)

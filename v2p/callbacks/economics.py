@@ -33,6 +33,7 @@ from v2p.contracts import (
     ShiftCounts,
     require,
     source_names_of,
+    source_sites_of,
 )
 from v2p.economics import ConstantWage, CSVWage, LinearDriftWage, WageIndexer
 from v2p.economics.attribution_file import ATTRIBUTION_FILE, write_attribution_table
@@ -207,6 +208,7 @@ class EconomicsCallback(Callback):
         self._writer: LedgerWriter | None = None
         self._trainer: pl.Trainer | None = None
         self._source_names: tuple[str, ...] = (PLATFORM,)  # the fit's, from setup
+        self._source_sites: tuple[int, ...] = (0,)  # of every source, from setup
         self._eval_shifts: list[ShiftCounts] = []  # of the current validation epoch
 
     @property
@@ -234,6 +236,7 @@ class EconomicsCallback(Callback):
         self._trainer = trainer
         # Read once: the sources are fixed for a fit, and every training batch names them.
         self._source_names = source_names_of(trainer.datamodule)
+        self._source_sites = source_sites_of(trainer.datamodule, len(self._source_names))
         if self._pricer is None:
             self._pricer = DataPricer(len(self._source_names), **self._pricer_args)
         if not self._high_water:
@@ -424,20 +427,25 @@ class EconomicsCallback(Callback):
     def _pay_window(self, sources: Sequence[int]) -> list[float]:
         """``delta_mpl_cust`` of each of a window's finished shifts (their source ids, in order).
 
-        Each customer source is owed its high-water contribution less what it was credited;
-        that is divided evenly among its own shifts of the window (none of it goes to other
-        sources' shifts) and then counts as credited. Platform shifts get 0. The credits add up
-        to the window's attributed total: what the window's customers were owed.
+        Each customer source is owed its high-water contribution less what it was credited,
+        and so are the demonstration datasets it owns (``source_sites``); that is divided
+        evenly among its own shifts of the window (none of it goes to other sources' shifts)
+        and then counts as credited. Platform shifts get 0. The credits add up to the window's
+        attributed total: what the window's customers were owed.
         """
         names = self._source_names
         counts: dict[int, int] = {}
         for k in sources:
             counts[k] = counts.get(k, 0) + 1
-        owed = {}
         for k in counts:
-            customer = self._source_name(names, k) not in self.platform_sources
-            owed[k] = max(0.0, self._high_water[k] - self._credited[k]) if customer else 0.0
-            self._credited[k] += owed[k]
+            self._source_name(names, k)  # a shift's source must have a name
+        owed = dict.fromkeys(counts, 0.0)
+        for m, site in enumerate(self._source_sites):
+            if site not in counts or self._source_name(names, site) in self.platform_sources:
+                continue  # paid with the owner's next shifts; the platform pays itself nothing
+            due = max(0.0, self._high_water[m] - self._credited[m])
+            owed[site] += due
+            self._credited[m] += due
         return [owed[k] / counts[k] for k in sources]
 
     @staticmethod

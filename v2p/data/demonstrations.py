@@ -41,11 +41,16 @@ class Demonstration:
             sources and the other demonstrations).
         path: the recording's folder (its ``manifest.json`` and shards).
         max_episodes: use only the first this many episodes (None: all).
+        owner: the env source that uploaded it (None: the first env source, the platform's
+            own by default). The dataset has no site of its own: its contribution is
+            measured at its owner's sites, and its owner's shifts are credited with it
+            (ECONOMICS.md section 7.1).
     """
 
     name: str
     path: str
     max_episodes: int | None = None
+    owner: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:

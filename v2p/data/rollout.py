@@ -219,7 +219,7 @@ class RolloutDataModule(L.LightningDataModule):
         demonstrations: recorded datasets (``v2p record``; each a name and a folder, see
             :class:`~v2p.data.demonstrations.Demonstration`) drawn into every batch beside the
             online replay, as RLPD does. Each is a data source of its own, named after the
-            env sources in ``source_names``.
+            env sources in ``source_names``; ``source_sites`` maps it to its owner's sites.
         demo_share: the share of every batch drawn from the demonstrations, in [0, 1); None
             gives RLPD's 0.5 with demonstrations and 0 without.
     """
@@ -289,6 +289,17 @@ class RolloutDataModule(L.LightningDataModule):
             )
         if sources is not None:
             self.hparams["sources"] = [dataclasses.asdict(source) for source in self.sources]
+        env_names = [source.name for source in self.sources]
+        for demo in self.demonstrations:
+            if demo.owner is not None and demo.owner not in env_names:
+                raise ValueError(
+                    f"demonstration {demo.name!r} has owner {demo.owner!r}, which is not one of "
+                    f"the env sources {env_names}"
+                )
+        # Per source id, the env source whose sites measure it (source_sites_of).
+        self.source_sites = list(range(len(self.sources))) + [
+            0 if demo.owner is None else env_names.index(demo.owner) for demo in self.demonstrations
+        ]
         if demo_share is None:
             demo_share = 0.5 if self.demonstrations else 0.0
         check_scalar("demo_share", demo_share, ge=0.0)
@@ -616,7 +627,10 @@ class RolloutDataModule(L.LightningDataModule):
                 finished.setdefault(record.env_index, record)
             obs = next_obs
         return EvalBatch(
-            tuple(finished[i] for i in sorted(finished)), self.env_steps, tuple(self.source_names)
+            tuple(finished[i] for i in sorted(finished)),
+            self.env_steps,
+            tuple(self.source_names),
+            tuple(self.source_sites),
         )
 
     # ---------------------------------------------------------- checkpointing

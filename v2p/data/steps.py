@@ -35,6 +35,9 @@ __all__ = ["StepBatch", "StepDataModule", "step_windows"]
 class StepBatch(NamedTuple):
     frames: torch.Tensor  # (B, clip_len + 1, C, S, S) uint8: the window around each action
     action: torch.Tensor  # (B, A) float32: the action taken (NaN where the recording has none)
+    # (B,) float32 the step's reward and its cost (error rate); NaN where none was recorded.
+    reward: torch.Tensor
+    cost: torch.Tensor
 
 
 def step_windows(episode: Episode, clip_len: int) -> np.ndarray:
@@ -62,17 +65,32 @@ class _Store:
             offset + step_windows(e, clip_len) for offset, e in zip(offsets, episodes, strict=True)
         ]
         self.window_start = windows  # per episode, global frame index of each step's window
-        self.actions = [
-            e.actions if e.actions is not None else np.full((len(w), action_dim), np.nan)
-            for e, w in zip(episodes, windows, strict=True)
-        ]
+
+        def per_step(values: list, shape: tuple[int, ...]) -> list[np.ndarray]:
+            """Each episode's values per step, NaN where the recording has none."""
+            return [
+                v if v is not None else np.full((len(w), *shape), np.nan)
+                for v, w in zip(values, windows, strict=True)
+            ]
+
+        self.actions = per_step([e.actions for e in episodes], (action_dim,))
+        self.rewards = per_step([e.rewards for e in episodes], ())
+        self.costs = per_step([e.costs for e in episodes], ())
 
     def gather(self, pairs: np.ndarray) -> StepBatch:
         """Pairs (B, 2) of (episode, step) -> their windows and actions."""
         starts = np.array([self.window_start[e][k] for e, k in pairs], dtype=np.int64)
         index = starts[:, None] + np.arange(self.clip_len + 1)
-        actions = np.stack([self.actions[e][k] for e, k in pairs]).astype(np.float32)
-        return StepBatch(torch.from_numpy(self.frames[index]), torch.from_numpy(actions))
+
+        def take(values):
+            return torch.from_numpy(np.stack([values[e][k] for e, k in pairs]).astype(np.float32))
+
+        return StepBatch(
+            torch.from_numpy(self.frames[index]),
+            take(self.actions),
+            take(self.rewards),
+            take(self.costs),
+        )
 
 
 class _Batches(Dataset):

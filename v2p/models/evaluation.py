@@ -51,8 +51,9 @@ def evaluation_metrics(batch: EvalBatch) -> dict[str, float]:
 
 def expected_site_mpl(batch: EvalBatch, num_sources: int) -> list[float]:
     """Mean expected MPL (expected completions per hour of the actions taken) of each source's
-    evaluation shifts in ``batch``; NaN for a source without shifts."""
-    per_source: list[list[float]] = [[] for _ in range(num_sources)]
+    evaluation shifts in ``batch``, at the sites that measure it (``batch.source_sites``: a
+    demonstration dataset's owner's); NaN for a source without shifts there."""
+    per_site: list[list[float]] = [[] for _ in range(num_sources)]
     for episode in batch.episodes:
         shift = episode.shift
         if shift is None:
@@ -61,5 +62,6 @@ def expected_site_mpl(batch: EvalBatch, num_sources: int) -> list[float]:
                 "economics (EpisodeRecord.shift), but an evaluation episode has none"
             )
         completed = shift.expected_attempts - shift.expected_errors
-        per_source[episode.source].append(completed / shift.hours)
-    return [float(np.mean(v)) if v else math.nan for v in per_source]
+        per_site[episode.source].append(completed / shift.hours)
+    sites = batch.source_sites or tuple(range(num_sources))
+    return [float(np.mean(per_site[j])) if per_site[j] else math.nan for j in sites]

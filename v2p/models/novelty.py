@@ -34,6 +34,12 @@ from diffusers import DDIMScheduler, DDPMScheduler
 from diffusers.models.embeddings import Timesteps
 from torch.nn import functional as F
 
+from v2p.models.novelty_features import (
+    check_novelty_inputs,
+    novelty_feature_dim,
+    transition_features,
+)
+
 MAX_SCORE_EVALUATIONS = 10  # denoiser evaluations per sample that score() may spend
 
 
@@ -90,6 +96,12 @@ class LatentDiffusionNovelty(L.LightningModule):
 
     Args:
         latent_dim: size of ``z``; optional when ``encoder_ckpt`` gives it (then they must agree).
+            With ``inputs: transition`` it is the size of a transition's features.
+        inputs: ``observation`` (the latents of clips, from a ClipDataModule) or ``transition``
+            (:mod:`v2p.models.novelty_features`: the latent, action, reward, error rate and
+            next latent of each step of a :class:`~v2p.data.steps.StepDataModule`, whose
+            windows hold a step's clip and the next one).
+        action_dim: the size of the actions (linked from the data); transitions need it.
         encoder_ckpt: pretraining checkpoint of the frozen encoder (needed to train on clips).
         observation_shape: the data's observation shape (linked by the CLI); must be the
             encoder's ``obs_shape``, or ``(latent_dim,)`` for data that already are latents.
@@ -108,6 +120,8 @@ class LatentDiffusionNovelty(L.LightningModule):
         latent_dim: int | None = None,
         encoder_ckpt: str | None = None,
         observation_shape: Sequence[int] | None = None,
+        inputs: str = "observation",
+        action_dim: int | None = None,
         hidden_dim: int = 256,
         num_blocks: int = 3,
         num_train_timesteps: int = 1000,
@@ -123,8 +137,26 @@ class LatentDiffusionNovelty(L.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.encoder = None if encoder_ckpt is None else load_frozen_encoder(encoder_ckpt)
-        self.latent_dim = _resolve_latent_dim(latent_dim, self.encoder, encoder_ckpt)
-        _check_observation_shape(observation_shape, self.encoder, self.latent_dim, encoder_ckpt)
+        check_novelty_inputs(inputs)
+        if inputs == "transition" and self.encoder is not None:
+            if action_dim is None:
+                raise ValueError(
+                    "inputs=transition needs action_dim (linked from a StepDataModule) to size "
+                    "the transitions"
+                )
+            dim = novelty_feature_dim(inputs, self.encoder.latent_dim, action_dim)
+            if latent_dim is not None and latent_dim != dim:
+                raise ValueError(
+                    f"latent_dim={latent_dim} does not match the transitions of encoder_ckpt "
+                    f"{encoder_ckpt!r} and {action_dim}-D actions, which have {dim} features"
+                )
+            self.latent_dim = dim
+            # A StepDataModule's window: the encoder's clip and one frame more.
+            t, *frame = self.encoder.obs_shape
+            _check_observation_shape(observation_shape, None, 0, encoder_ckpt, (t + 1, *frame))
+        else:
+            self.latent_dim = _resolve_latent_dim(latent_dim, self.encoder, encoder_ckpt)
+            _check_observation_shape(observation_shape, self.encoder, self.latent_dim, encoder_ckpt)
         _check_settings(
             num_train_timesteps, score_timesteps, score_draws, normaliser_batches, stats_momentum
         )
@@ -186,8 +218,28 @@ class LatentDiffusionNovelty(L.LightningModule):
         return self.encoder(obs)
 
     def latents_of(self, batch: Any) -> torch.Tensor:
-        """Latents of a batch: a (B, latent_dim) tensor, a 1-tuple of one (TensorDataset), or a
-        ClipBatch (its ``anchor`` clips are encoded)."""
+        """Latents of a batch: a (B, latent_dim) tensor, a 1-tuple of one (TensorDataset), a
+        ClipBatch (its ``anchor`` clips are encoded), or with ``inputs: transition`` a
+        StepBatch (each window's clip and next clip encoded, with its action and outcome)."""
+        transitions = self.hparams.get("inputs", "observation") == "transition"
+        if hasattr(batch, "frames") or (transitions and hasattr(batch, "anchor")):
+            if not (transitions and hasattr(batch, "frames")):
+                raise TypeError(
+                    f"inputs={self.hparams.get('inputs')!r} scores "
+                    f"{'StepBatch windows' if transitions else 'ClipBatch clips'}, got a "
+                    f"{type(batch).__name__}: pair configs/novelty_transitions.yaml's model "
+                    "with a StepDataModule, configs/novelty.yaml's with a ClipDataModule"
+                )
+            window = batch.frames
+            z, z_next = self.encode(window[:, :-1]), self.encode(window[:, 1:])
+            features = transition_features(z, batch.action, batch.reward, batch.cost, z_next)
+            if not torch.isfinite(features).all():
+                raise ValueError(
+                    "transition novelty needs every step's action, reward and cost; this "
+                    "recording lacks some (an action-free recording, labelled video, or one "
+                    "made before 2026-12-01): record it again with v2p record"
+                )
+            return features
         if hasattr(batch, "anchor"):
             return self.encode(batch.anchor)  # (B, T, C, H, W) uint8 -> (B, latent_dim)
         if isinstance(batch, list | tuple) and len(batch) == 1:
@@ -483,10 +535,19 @@ def _check_observation_shape(
     encoder: nn.Module | None,
     latent_dim: int,
     encoder_ckpt: str | None,
+    window: tuple[int, ...] | None = None,
 ) -> None:
     if observation_shape is None:
         return
     shape = tuple(int(s) for s in observation_shape)
+    if window is not None:
+        if shape != window:
+            raise ValueError(
+                f"observation_shape {shape} of the data is not the window {window} that "
+                f"transitions of encoder_ckpt {encoder_ckpt!r} need (its clip and one frame "
+                f"more: StepDataModule clip_len {window[0] - 1})"
+            )
+        return
     if encoder is not None:
         if shape != tuple(encoder.obs_shape):
             raise ValueError(

@@ -146,8 +146,9 @@ def build_novelty_model(
     model = load_novelty_checkpoint(novelty_ckpt)
     if model.latent_dim != latent_dim:
         raise ValueError(
-            f"novelty_ckpt {novelty_ckpt!r} models latents of size {model.latent_dim}, but this "
-            f"model's latent_dim is {latent_dim}"
+            f"novelty_ckpt {novelty_ckpt!r} models inputs of size {model.latent_dim}, but this "
+            f"model scores inputs of size {latent_dim} (novelty_inputs: observation scores a "
+            "latent of latent_dim, transition 2 x latent_dim + action_dim + 2)"
         )
     if not model._calibrated:
         raise ValueError(

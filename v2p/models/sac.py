@@ -49,6 +49,7 @@ from v2p.contracts import (
     SourceCatalog,
     StepOutputs,
     require,
+    source_sites_of,
 )
 from v2p.encoders import encoder_from_hparams
 from v2p.models.attribution import AttributionSettings, CounterfactualHeads, build_attribution
@@ -56,6 +57,11 @@ from v2p.models.components import Actor, TwinCritic
 from v2p.models.constraint import ShiftConstraint, gather_in_rank_order
 from v2p.models.encoder_training import EncoderTraining, load_encoder_weights, reset_head
 from v2p.models.evaluation import evaluation_metrics, expected_site_mpl
+from v2p.models.novelty_features import (
+    check_novelty_inputs,
+    novelty_feature_dim,
+    transition_features,
+)
 from v2p.models.novelty_scoring import (
     NoveltyScoring,
     build_novelty_model,
@@ -101,6 +107,10 @@ class SACModule(L.LightningModule):
         novelty_calibration_updates, novelty_fit_sources, novelty_batch: how the novelty model
             is calibrated, what it is fitted on and how much of each batch it scores
             (:class:`~v2p.models.novelty_scoring.NoveltyScoring`).
+        novelty_inputs: what the novelty model scores: ``observation`` latents, or whole
+            ``transition`` s (the latent, action, reward, error rate and next latent,
+            :mod:`v2p.models.novelty_features`), which see a site whose dynamics differ
+            while it looks the same. A ``novelty_ckpt`` must have been trained on the same.
         hidden_dim, hidden_layers: actor and critic MLPs.
         unit_head_inputs: the actor and critics read the latent at unit norm and the critics
             read actions in ``[-1, 1]`` (:class:`~v2p.models.components.TwinCritic` says why);
@@ -158,6 +168,7 @@ class SACModule(L.LightningModule):
         novelty_calibration_updates: int = 1000,
         novelty_fit_sources: list[str] | None = None,
         novelty_batch: int | None = None,
+        novelty_inputs: str = "observation",
         hidden_dim: int = 256,
         hidden_layers: int = 2,
         unit_head_inputs: bool = False,
@@ -197,6 +208,7 @@ class SACModule(L.LightningModule):
         check_novelty_settings(
             novelty_online, novelty_fit_sources, novelty_batch, novelty_calibration_updates
         )  # here, not in NoveltyScoring: they must hold with no novelty model too
+        check_novelty_inputs(novelty_inputs)
         if compile_mode not in COMPILE_MODES:
             raise ValueError(f"compile_mode must be one of {COMPILE_MODES}, got {compile_mode!r}")
         if reset_encoder_head and encoder_ckpt is None:
@@ -238,7 +250,10 @@ class SACModule(L.LightningModule):
             self.encoder, freeze_encoder, cache_frame_features, observation_shape
         )
         self.novelty = build_novelty_model(
-            latent_dim, novelty_ckpt, novelty_online, novelty_hidden_dim
+            novelty_feature_dim(novelty_inputs, latent_dim, action_dim),
+            novelty_ckpt,
+            novelty_online,
+            novelty_hidden_dim,
         )
         self.novelty_scoring = (
             None
@@ -424,7 +439,11 @@ class SACModule(L.LightningModule):
             )
         scoring = self.novelty_scoring
         if scoring is not None:
-            z_scored = scoring.scored(z_actor)
+            features = z_actor
+            if self.hparams.novelty_inputs == "transition":
+                s = batch.sample
+                features = transition_features(z_actor, s.action, s.reward, s.err, z_next)
+            z_scored = scoring.scored(features)
             fit = None
             if scoring.online:
                 source = batch.sample.source[: scoring.batch]
@@ -609,6 +628,14 @@ class SACModule(L.LightningModule):
                 "attribution.method=gradient measures the SAC loss on the evaluation envs' "
                 "observations, but this replay stores encoder features instead: use "
                 "attribution.method=counterfactual, or turn cache_frame_features off"
+            )
+        datamodule = self.trainer.datamodule
+        n = self.attribution.num_sources
+        if source_sites_of(datamodule, n) != tuple(range(n)):
+            raise ValueError(
+                "attribution.method=gradient measures each source at its own sites; "
+                "demonstration datasets have none (they are measured at their owner's): use "
+                "attribution.method=counterfactual with data.demonstrations"
             )
         if not self.attribution.has_baseline:
             datamodule = require(self.trainer.datamodule, SiteEvaluator, "the datamodule")
