@@ -2,7 +2,7 @@
 from the frames, how good are the labels it gives an action-free recording, and does SAC
 learn from them as from the true actions?
 
-    python bench/idm.py --epochs 10
+    python bench/idm.py --epochs 5
 
 1. Record ``--episodes`` shifts of ``v2p/DishwashingVideo-v0`` with uniform random actions
    (``v2p record``: the labelled set) and train the IDM of ``configs/idm.yaml`` on them;

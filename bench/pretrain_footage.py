@@ -135,29 +135,23 @@ def main() -> None:
         for held_out in videos:
             train = [v for v in videos if v != held_out]
             frames = load_episodes([str(held_out)], frame_size=size)[0].frames
+            seen = [load_episodes([str(v)], frame_size=size)[0].frames for v in train]
             L.seed_everything(args.seed, verbose=False)
             shape = (clip_len, 3, size, size)
             random_encoder = EncoderPretrainModule(shape, **{**model_args, "reward_weight": 0.0})
-            scores = {
-                "random init": (
-                    *[
-                        retrieval(random_encoder.encoder, frames, clip_len, a)
-                        for a in (False, True)
-                    ],
-                    [],
-                )
-            }
+            encoders = {"random init": (random_encoder.encoder, [])}
             for name, after in (("videos only (old)", None), ("same-video negatives", 16)):
                 module, first = pretrain(train, args.epochs, after, args.seed, Path(tmp))
-                scores[name] = (
-                    *[retrieval(module.encoder, frames, clip_len, a) for a in (False, True)],
-                    first,
-                )
-                progress(f"{held_out.name} {name}: {scores[name]}")
-            for name, (overlap, later, first) in scores.items():
+                encoders[name] = (module.encoder, first)
+            for name, (encoder, first) in encoders.items():
+                overlap, later = (retrieval(encoder, frames, clip_len, a) for a in (False, True))
+                # The training videos themselves: what the encoder learnt where it learnt it.
+                trained_on = np.mean([retrieval(encoder, f, clip_len, True)[0] for f in seen])
+                progress(f"{held_out.name} {name}: {overlap} {later} {trained_on} {first}")
                 rows.append(
                     f"| {held_out.name} | {name} | {overlap[0]:.3f} | {later[0]:.3f} | "
-                    f"{later[1]:.3f} | {', '.join(f'{a:.2f}' for a in first) or '-'} |"
+                    f"{later[1]:.3f} | {trained_on:.3f} | "
+                    f"{', '.join(f'{a:.2f}' for a in first) or '-'} |"
                 )
     print(
         f"{args.epochs} epochs of {data_args['clips_per_epoch']} clips per fold, clip_len "

@@ -101,7 +101,7 @@ BENCHES: tuple[Bench, ...] = (
     ),
     Bench(
         "idm",
-        ("idm.py", "--epochs", "10"),
+        ("idm.py", "--epochs", "5"),
         ("idm.py", "--episodes", "8", "--demos", "2", "--epochs", "1", "--steps", "400",
          "--seeds", "0"),
     ),

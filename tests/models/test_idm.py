@@ -177,3 +177,39 @@ def test_a_missing_or_foreign_checkpoint_is_named(tmp_path):
         StepDataModule([str(tmp_path)])
     with pytest.raises(ValueError, match="must name 2 action dimensions"):
         InverseDynamicsModule((3, 3, 32, 32), [0, 0], [1, 1], ["speed"])
+
+
+def test_a_folder_of_videos_is_labelled_but_cannot_train_sac(trained_idm, tmp_path):
+    from tests.data.test_clips import _write_video
+
+    ckpt, _, _ = trained_idm
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    _write_video(
+        videos / "a.mp4", np.random.default_rng(0).integers(0, 255, (20, 32, 32, 3), np.uint8)
+    )
+    out = tmp_path / "labelled"
+    assert (
+        v2p_main(
+            [
+                "label",
+                "--idm",
+                str(ckpt),
+                "--input",
+                str(videos),
+                "--out",
+                str(out),
+                "--progress",
+                "false",
+            ]
+        )
+        == 0
+    )
+    shard = np.load(out / "shard_00000.npz")
+    # Windows of 3 frames (clip_len 2 + 1): a step for each frame but the last 2.
+    assert shard["actions"].shape == (18, 2) and np.isnan(shard["rewards"]).all()
+    assert json.loads((out / "manifest.json").read_text())["clip_len"] == 2
+    with pytest.raises(ValueError, match="without rewards"):
+        RolloutDataModule(
+            "v2p/DishwashingVideo-v0", VIDEO, demonstrations=[Demonstration("video", str(out))]
+        )

@@ -29,7 +29,13 @@ from v2p.data.clips import Episode, load_episodes
 from v2p.data.recording import MANIFEST_NAME
 from v2p.validation import check_int
 
-__all__ = ["Demonstration", "DemonstrationEpisodes", "load_demonstration", "mix_samples"]
+__all__ = [
+    "Demonstration",
+    "DemonstrationEpisodes",
+    "load_demonstration",
+    "mix_samples",
+    "observation",
+]
 
 
 @dataclass
@@ -60,10 +66,11 @@ class Demonstration:
 
 
 class DemonstrationEpisodes(NamedTuple):
-    """A demonstration's transitions, as the replay stores them, episode by episode."""
+    """A demonstration's transitions, episode by episode (:func:`observation` reads one)."""
 
-    # Per episode: L + 1 observations (the replay's observation shape and dtype), L actions,
-    # rewards, costs and terminations.
+    # Per episode: for clips its T + L frames (observation k is frames[k : k + T], as
+    # recorded), for states its L + 1 task states; then L actions, rewards, costs and
+    # terminations.
     observations: list[np.ndarray]
     actions: list[np.ndarray]
     rewards: list[np.ndarray]
@@ -76,10 +83,16 @@ class DemonstrationEpisodes(NamedTuple):
         return sum(len(a) for a in self.actions)
 
 
+def observation(observations: np.ndarray, k: int, clip_len: int | None) -> np.ndarray:
+    """Observation ``k`` of an episode of :class:`DemonstrationEpisodes`: the clip
+    ``frames[k : k + clip_len]``, or the task state ``k`` (``clip_len`` None)."""
+    return observations[k] if clip_len is None else observations[k : k + clip_len]
+
+
 def _observations(
     episode: Episode, demo: Demonstration, observation_shape: tuple[int, ...], is_clip: bool
 ) -> np.ndarray:
-    """The episode's L + 1 observations in the replay's layout: clips or task states."""
+    """What the episode's observations are read from: its frames or its task states."""
     if is_clip:
         t = observation_shape[0]
         if episode.clip_len != t:
@@ -87,9 +100,7 @@ def _observations(
                 f"demonstration {demo.name!r} ({demo.path}) was recorded with clips of "
                 f"{episode.clip_len} frames; the env observes {t}"
             )
-        frames = episode.frames
-        steps = len(frames) - t
-        return np.stack([frames[k : k + t] for k in range(steps + 1)])
+        return episode.frames
     if episode.states is None or episode.states.shape[1:] != observation_shape:
         found = None if episode.states is None else episode.states.shape[1:]
         raise ValueError(
@@ -137,11 +148,6 @@ def load_demonstration(
     out = DemonstrationEpisodes([], [], [], [], [], "")
     digest = hashlib.blake2b(digest_size=16)
     for episode in episodes:
-        if episode.costs is None or episode.terminated is None:
-            raise ValueError(
-                f"demonstration {demo.name!r} ({demo.path}) was recorded without step costs "
-                "and terminations (before 2026-12-01); record it again with v2p record"
-            )
         for what, values, fix in (
             ("actions", episode.actions, "label them first: v2p label --idm CKPT"),
             ("rewards", episode.rewards, "SAC learns from rewards; use it to pretrain"),
@@ -151,6 +157,11 @@ def load_demonstration(
                     f"demonstration {demo.name!r} ({demo.path}) has steps without {what} "
                     f"(NaN, in {episode.episode_id}); {fix}"
                 )
+        if episode.costs is None or episode.terminated is None:
+            raise ValueError(
+                f"demonstration {demo.name!r} ({demo.path}) was recorded without step costs "
+                "and terminations (before 2026-12-01); record it again with v2p record"
+            )
         if episode.actions.shape[1] != action_dim:
             raise ValueError(
                 f"demonstration {demo.name!r} has {episode.actions.shape[1]}-D actions; the "

@@ -47,6 +47,7 @@ from v2p.data.demonstrations import (
     DemonstrationEpisodes,
     load_demonstration,
     mix_samples,
+    observation,
 )
 from v2p.data.episodes import EpisodeTracker
 from v2p.data.replay import ReplayBuffer
@@ -460,14 +461,14 @@ class RolloutDataModule(L.LightningDataModule):
     def _fill_demo_buffer(self, demo: DemonstrationEpisodes, source: int) -> None:
         """Add a demonstration's transitions one step at a time, as a single env would."""
         source_id = np.array([source])
-        for obs, actions, rewards, costs, terminated in zip(*demo[:5], strict=True):
+        for stored, actions, rewards, costs, terminated in zip(*demo[:5], strict=True):
             for k in range(len(actions)):
                 self.demo_buffer.add(
-                    obs[k : k + 1],
+                    observation(stored, k, self.frame_stack)[None],
                     actions[k : k + 1],
                     rewards[k : k + 1],
                     costs[k : k + 1],
-                    obs[k + 1 : k + 2],
+                    observation(stored, k + 1, self.frame_stack)[None],
                     terminated[k : k + 1].astype(np.float32),
                     source_id,
                     episode_start=np.array([k == 0]),
