@@ -60,10 +60,14 @@ def train_idm(recording: Path, epochs: int, seed: int, root: Path) -> tuple[Path
     return ckpt, metrics
 
 
-def r2(predicted: np.ndarray, truth: np.ndarray) -> np.ndarray:
+def r2(predicted: np.ndarray, truth: np.ndarray) -> list[str]:
+    """R^2 per action dimension, formatted; "n/a" where the true action is constant."""
     residual = ((predicted - truth) ** 2).sum(axis=0)
     total = ((truth - truth.mean(axis=0)) ** 2).sum(axis=0)
-    return 1.0 - residual / np.maximum(total, 1e-12)
+    return [
+        "n/a (constant)" if t < 1e-9 * len(truth) else f"{1.0 - r / t:.3f}"
+        for r, t in zip(residual, total, strict=True)
+    ]
 
 
 def main() -> None:
@@ -111,7 +115,7 @@ def main() -> None:
             "",
             "| | speed | care |",
             "|---|---:|---:|",
-            f"| R^2 | {fit[0]:.3f} | {fit[1]:.3f} |",
+            f"| R^2 | {fit[0]} | {fit[1]} |",
             f"| mean abs error | {error[0]:.3f} | {error[1]:.3f} |",
             f"| mean label std (IDM confidence) | {labelled['action_std'][:, 0].mean():.3f} | "
             f"{labelled['action_std'][:, 1].mean():.3f} |",
