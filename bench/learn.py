@@ -292,6 +292,25 @@ def bench_state(
     return lines
 
 
+def demo_arms(
+    folders: dict[str, Path], config: str, skip_baseline: bool = False
+) -> dict[str, list[str]]:
+    """The runs of :func:`bench_demos`: their names and CLI overrides, one per dataset in
+    ``folders`` (policy -> recording) besides the run without demonstrations."""
+    arms = {} if skip_baseline else {"no demonstrations": []}
+    for policy, folder in folders.items():
+        demos = f'--data.init_args.demonstrations=[{{"name": "{policy}", "path": "{folder}"}}]'
+        arms[f"{policy} demonstrations, demo_share 0.5"] = [demos]
+    if config == STATE_CONFIG and "optimal" in folders:  # RLPD's LayerNorm in the critics
+        layer_norm = "--model.init_args.critic_layer_norm=true"
+        arms["optimal demonstrations, demo_share 0.5, critic LayerNorm"] = [
+            *arms["optimal demonstrations, demo_share 0.5"],
+            layer_norm,
+        ]
+        arms["no demonstrations, critic LayerNorm"] = [layer_norm]
+    return arms
+
+
 def bench_demos(
     config: str,
     seeds: list[int],
@@ -299,6 +318,7 @@ def bench_demos(
     eval_every: int,
     episodes: int,
     datasets: Sequence[str] = ("optimal", "random"),
+    skip_baseline: bool = False,
 ) -> list[str]:
     """RLPD on ``config``'s task: half of every batch from ``episodes`` recorded shifts,
     against the same run without them, all after a warm-up of one batch (the least the data
@@ -307,7 +327,8 @@ def bench_demos(
     Two datasets, recorded on the video env of the task (its clips are the video task's
     observations, its task states the state task's): the optimal policy's shifts (an expert)
     and uniformly random actions (what a useless upload looks like); ``datasets`` chooses
-    them. The critic LayerNorm arms run on the state task only.
+    them, and ``skip_baseline`` leaves out the arm without demonstrations (to add arms to a
+    table measured before). The critic LayerNorm arms run on the state task only.
     """
     from v2p.record import record
 
@@ -322,22 +343,12 @@ def bench_demos(
     ]
     budget = env_step_budget(config, steps, eval_every, warmup_steps=warmup)
     with tempfile.TemporaryDirectory() as data_root:
-        datasets = {}
+        folders = {}
         for policy in datasets:
             folder = Path(data_root) / policy
             record(str(folder), episodes=episodes, policy=policy, seed=99, progress=False)
-            datasets[policy] = folder
-        arms = {"no demonstrations": []}
-        for policy, folder in datasets.items():
-            demos = f'--data.init_args.demonstrations=[{{"name": "{policy}", "path": "{folder}"}}]'
-            arms[f"{policy} demonstrations, demo_share 0.5"] = [demos]
-        if config == STATE_CONFIG and "optimal" in datasets:  # RLPD's critic LayerNorm
-            layer_norm = "--model.init_args.critic_layer_norm=true"
-            arms["optimal demonstrations, demo_share 0.5, critic LayerNorm"] = [
-                *arms["optimal demonstrations, demo_share 0.5"],
-                layer_norm,
-            ]
-            arms["no demonstrations, critic LayerNorm"] = [layer_norm]
+            folders[policy] = folder
+        arms = demo_arms(folders, config, skip_baseline)
         for name, overrides in arms.items():
             curves = []
             for seed in seeds:
@@ -462,6 +473,7 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=1000, help="env steps (state task)")
     parser.add_argument("--episodes", type=int, default=20, help="recorded shifts (demos)")
     parser.add_argument("--demo-task", choices=["state", "video"], default="state")
+    parser.add_argument("--skip-baseline", action="store_true", help="demos: no demo-free arm")
     parser.add_argument(
         "--datasets", nargs="+", choices=["optimal", "random"], default=["optimal", "random"]
     )
@@ -473,7 +485,13 @@ def main() -> None:
         config = VIDEO_CONFIG if args.demo_task == "video" else STATE_CONFIG
         steps = args.steps or (16_000 if args.demo_task == "video" else 2_000)
         lines = bench_demos(
-            config, args.seeds, steps, args.eval_every, args.episodes, args.datasets
+            config,
+            args.seeds,
+            steps,
+            args.eval_every,
+            args.episodes,
+            args.datasets,
+            args.skip_baseline,
         )
     elif args.task == "video":
         if args.steps is not None:

@@ -65,13 +65,22 @@ def clip_data(recording: Path, seed: int) -> ClipDataModule:
 
 
 def pretrain(
-    recording: Path, epochs: int, root: Path, seed: int, reward_weight: float
+    recording: Path,
+    epochs: int,
+    root: Path,
+    seed: int,
+    reward_weight: float,
+    time_negatives_after: int | None = 16,
 ) -> tuple[Path, float, ClipDataModule]:
     """Pretrain as configs/pretrain_encoder.yaml does; (checkpoint, seconds, data)."""
     L.seed_everything(seed, verbose=False)
     data = clip_data(recording, seed)
     module = EncoderPretrainModule(
-        data.observation_shape, action_dim=data.action_dim, reward_weight=reward_weight, **ENCODER
+        data.observation_shape,
+        action_dim=data.action_dim,
+        reward_weight=reward_weight,
+        time_negatives_after=time_negatives_after,
+        **ENCODER,
     )
     trainer = L.Trainer(
         max_epochs=epochs,
@@ -121,6 +130,12 @@ def main() -> None:
         default=1.0,
         help="outcome-prediction weight (configs/pretrain_encoder.yaml: 1; 0 = contrast only)",
     )
+    parser.add_argument(
+        "--time-negatives-after",
+        type=lambda v: None if v == "none" else int(v),
+        default=16,
+        help="same-episode negatives this many frames apart (the config: 16; none: off)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-sac", action="store_true")
     parser.add_argument("--keep", default=None, help="keep recordings and logs under this folder")
@@ -143,11 +158,16 @@ def main() -> None:
             progress(f"recorded {args.episodes} episodes in {time.perf_counter() - start:.0f} s")
         if args.encoder_ckpt is None:
             ckpt, pretrain_seconds, data = pretrain(
-                recording, args.epochs, root / "pretrain", args.seed, args.reward_weight
+                recording,
+                args.epochs,
+                root / "pretrain",
+                args.seed,
+                args.reward_weight,
+                args.time_negatives_after,
             )
             how = (
                 f"{args.epochs} epochs, reward_weight {args.reward_weight:g}, "
-                f"{pretrain_seconds:.0f} s"
+                f"time_negatives_after {args.time_negatives_after}, {pretrain_seconds:.0f} s"
             )
             progress(f"pretrained in {pretrain_seconds:.0f} s")
         else:

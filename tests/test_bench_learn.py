@@ -10,7 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.learn import STATE_CONFIG, VIDEO_CONFIG, env_step_budget  # noqa: E402
+from bench.learn import STATE_CONFIG, VIDEO_CONFIG, demo_arms, env_step_budget  # noqa: E402
 
 
 def test_a_budget_counts_the_warm_up_env_steps():
@@ -27,3 +27,18 @@ def test_a_budget_counts_the_warm_up_env_steps():
 def test_a_budget_within_the_warm_up_is_refused():
     with pytest.raises(ValueError, match="1000 warm-up env steps"):
         env_step_budget(STATE_CONFIG, 1_000)
+
+
+def test_the_demonstration_benchmark_runs_an_arm_per_dataset():
+    folders = {"optimal": Path("/data/optimal"), "random": Path("/data/random")}
+    video = demo_arms(folders, VIDEO_CONFIG)
+    assert list(video) == [
+        "no demonstrations",
+        "optimal demonstrations, demo_share 0.5",
+        "random demonstrations, demo_share 0.5",
+    ]
+    assert video["random demonstrations, demo_share 0.5"] == [
+        '--data.init_args.demonstrations=[{"name": "random", "path": "/data/random"}]'
+    ]
+    state = demo_arms({"optimal": folders["optimal"]}, STATE_CONFIG, skip_baseline=True)
+    assert "no demonstrations" not in state and len(state) == 3  # and the LayerNorm arms
