@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import zipfile
 from collections.abc import Mapping
 from typing import Any
 
@@ -66,3 +67,26 @@ def read_checkpoint(path: str | os.PathLike[str], what: str = "checkpoint") -> d
     if not isinstance(checkpoint, Mapping) or "state_dict" not in checkpoint:
         raise ValueError(f"{what} {path!r} is not a Lightning checkpoint (no 'state_dict')")
     return dict(checkpoint)
+
+
+def load_module(cls: Any, path: str | os.PathLike[str], what: str) -> Any:
+    """``cls.load_from_checkpoint(path)`` on the CPU, weights only; ValueError naming ``what``
+    and the file when it is missing or cannot be loaded (the first line of the reason only:
+    torch's unpickling errors run to a page of advice)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ValueError(f"{what} {path!r} does not exist")
+    try:
+        return cls.load_from_checkpoint(path, map_location="cpu", weights_only=True)
+    except (
+        OSError,
+        RuntimeError,
+        KeyError,
+        TypeError,
+        ValueError,
+        EOFError,
+        pickle.UnpicklingError,
+        zipfile.BadZipFile,
+    ) as e:
+        reason = (str(e).splitlines() or [""])[0]
+        raise ValueError(f"cannot load {what} {path!r}: {type(e).__name__}: {reason}") from e

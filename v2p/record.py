@@ -8,9 +8,7 @@ The command layer: it joins the data format (``v2p.data``) with the policies tha
 from __future__ import annotations
 
 import json
-import pickle
 import sys
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from v2p.checkpoint_file import load_module
 from v2p.contracts import PLATFORM
 from v2p.data.recording import (
     MANIFEST_NAME,
@@ -76,24 +75,10 @@ def load_sac_policy(
     where the checkpoint was trained on state observations (``obs_shapes`` names both shapes:
     ``{"clip": ..., "state": ...}``, the state's None without task states)."""
     if not Path(path).is_file():
-        raise ValueError(f"policy {path!r} is neither 'random' nor an existing SAC checkpoint file")
-    try:
-        model = SACModule.load_from_checkpoint(path, map_location="cpu")
-    except (
-        OSError,
-        RuntimeError,
-        KeyError,
-        TypeError,
-        ValueError,
-        EOFError,
-        pickle.UnpicklingError,
-        zipfile.BadZipFile,
-    ) as e:
-        # The first line only: torch's unpickling errors run to a page of advice.
-        reason = (str(e).splitlines() or [""])[0]
         raise ValueError(
-            f"cannot load SAC checkpoint {path!r}: {type(e).__name__}: {reason}"
-        ) from e
+            f"policy {path!r} is neither 'random', 'optimal' nor an existing SAC checkpoint file"
+        )
+    model = load_module(SACModule, path, "SAC checkpoint")
     expected = tuple(int(d) for d in model.hparams.observation_shape)
     seen = [k for k, shape in obs_shapes.items() if shape is not None and tuple(shape) == expected]
     if not seen:

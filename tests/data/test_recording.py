@@ -129,7 +129,7 @@ def test_records_with_a_sac_checkpoint_policy(tmp_path):
 def test_checkpoint_errors_name_the_path(tmp_path):
     out = str(tmp_path / "rec")
     missing = tmp_path / "missing.ckpt"
-    with pytest.raises(ValueError, match=r"missing\.ckpt. is neither .random. nor"):
+    with pytest.raises(ValueError, match=r"missing\.ckpt. is neither .random., .optimal. nor"):
         record(out, ENV_ID, SMALL, episodes=1, policy=str(missing), progress=False)
     corrupt = tmp_path / "corrupt.ckpt"
     corrupt.write_bytes(b"not a checkpoint")

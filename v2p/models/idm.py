@@ -15,8 +15,6 @@ R^2 stays near 0 is one the frames do not reveal, and labels of it are the mean 
 from __future__ import annotations
 
 import os
-import pickle
-import zipfile
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,6 +23,7 @@ import torch
 from torch.nn import functional as F
 from torchmetrics.regression import R2Score
 
+from v2p.checkpoint_file import load_module
 from v2p.encoders import build_encoder
 from v2p.models.components import mlp
 from v2p.validation import check_scalar
@@ -124,27 +123,9 @@ class InverseDynamicsModule(L.LightningModule):
 
 
 def load_idm(path: str | os.PathLike) -> InverseDynamicsModule:
-    """An IDM checkpoint, in eval mode; ValueError naming the file when it is not one."""
-    if not os.path.isfile(path):
-        raise ValueError(f"IDM checkpoint {os.fspath(path)!r} does not exist")
-    try:
-        model = InverseDynamicsModule.load_from_checkpoint(path, map_location="cpu")
-    except (
-        OSError,
-        RuntimeError,
-        KeyError,
-        TypeError,
-        ValueError,
-        EOFError,
-        pickle.UnpicklingError,
-        zipfile.BadZipFile,
-    ) as e:
-        reason = (str(e).splitlines() or [""])[0]
-        raise ValueError(
-            f"cannot load IDM checkpoint {os.fspath(path)!r}: {type(e).__name__}: {reason} "
-            "(expected a checkpoint of python cli.py fit --config configs/idm.yaml)"
-        ) from e
-    return model.eval()
+    """An IDM checkpoint (``python cli.py fit --config configs/idm.yaml``), in eval mode;
+    ValueError naming the file when it is not one."""
+    return load_module(InverseDynamicsModule, path, "IDM checkpoint").eval()
 
 
 __all__ = ["InverseDynamicsModule", "load_idm"]
