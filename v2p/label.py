@@ -15,6 +15,7 @@ manifest records the IDM checkpoint and the validation R^2 it logged per action 
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
 from collections.abc import Sequence
@@ -118,8 +119,6 @@ def label(
 
 def _validation_r2(ckpt: Path) -> dict[str, float]:
     """The last ``val/r2/*`` the IDM's run logged (its metrics.csv), or {} if not found."""
-    import csv
-
     for metrics in (ckpt.parent.parent / "metrics.csv", ckpt.parent / "metrics.csv"):
         if metrics.is_file():
             rows = [r for r in csv.DictReader(metrics.open()) if r.get("val/nll")]

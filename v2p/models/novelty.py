@@ -153,7 +153,7 @@ class LatentDiffusionNovelty(L.LightningModule):
             self.latent_dim = dim
             # A StepDataModule's window: the encoder's clip and one frame more.
             t, *frame = self.encoder.obs_shape
-            _check_observation_shape(observation_shape, None, 0, encoder_ckpt, (t + 1, *frame))
+            _check_window_shape(observation_shape, (t + 1, *frame), encoder_ckpt)
         else:
             self.latent_dim = _resolve_latent_dim(latent_dim, self.encoder, encoder_ckpt)
             _check_observation_shape(observation_shape, self.encoder, self.latent_dim, encoder_ckpt)
@@ -222,14 +222,15 @@ class LatentDiffusionNovelty(L.LightningModule):
         ClipBatch (its ``anchor`` clips are encoded), or with ``inputs: transition`` a
         StepBatch (each window's clip and next clip encoded, with its action and outcome)."""
         transitions = self.hparams.get("inputs", "observation") == "transition"
-        if hasattr(batch, "frames") or (transitions and hasattr(batch, "anchor")):
-            if not (transitions and hasattr(batch, "frames")):
-                raise TypeError(
-                    f"inputs={self.hparams.get('inputs')!r} scores "
-                    f"{'StepBatch windows' if transitions else 'ClipBatch clips'}, got a "
-                    f"{type(batch).__name__}: pair configs/novelty_transitions.yaml's model "
-                    "with a StepDataModule, configs/novelty.yaml's with a ClipDataModule"
-                )
+        is_step, is_clip = hasattr(batch, "frames"), hasattr(batch, "anchor")
+        if (is_step or is_clip) and is_step != transitions:
+            raise TypeError(
+                f"inputs={self.hparams.get('inputs')!r} scores "
+                f"{'StepBatch windows' if transitions else 'ClipBatch clips'}, got a "
+                f"{type(batch).__name__}: pair configs/novelty_transitions.yaml's model "
+                "with a StepDataModule, configs/novelty.yaml's with a ClipDataModule"
+            )
+        if is_step:
             window = batch.frames
             z, z_next = self.encode(window[:, :-1]), self.encode(window[:, 1:])
             features = transition_features(z, batch.action, batch.reward, batch.cost, z_next)
@@ -240,7 +241,7 @@ class LatentDiffusionNovelty(L.LightningModule):
                     "made before 2026-12-01): record it again with v2p record"
                 )
             return features
-        if hasattr(batch, "anchor"):
+        if is_clip:
             return self.encode(batch.anchor)  # (B, T, C, H, W) uint8 -> (B, latent_dim)
         if isinstance(batch, list | tuple) and len(batch) == 1:
             batch = batch[0]
@@ -535,19 +536,10 @@ def _check_observation_shape(
     encoder: nn.Module | None,
     latent_dim: int,
     encoder_ckpt: str | None,
-    window: tuple[int, ...] | None = None,
 ) -> None:
     if observation_shape is None:
         return
     shape = tuple(int(s) for s in observation_shape)
-    if window is not None:
-        if shape != window:
-            raise ValueError(
-                f"observation_shape {shape} of the data is not the window {window} that "
-                f"transitions of encoder_ckpt {encoder_ckpt!r} need (its clip and one frame "
-                f"more: StepDataModule clip_len {window[0] - 1})"
-            )
-        return
     if encoder is not None:
         if shape != tuple(encoder.obs_shape):
             raise ValueError(
@@ -559,6 +551,19 @@ def _check_observation_shape(
             f"the data yields observations of shape {shape}, which need an encoder: pass "
             f"encoder_ckpt=PATH (--model.encoder_ckpt=PATH) of a pretrained encoder, or give "
             f"latents of shape ({latent_dim},)"
+        )
+
+
+def _check_window_shape(
+    observation_shape: Sequence[int] | None, window: tuple[int, ...], encoder_ckpt: str | None
+) -> None:
+    """Transitions are read from a StepDataModule's windows: the encoder's clip and one frame
+    more."""
+    if observation_shape is not None and tuple(int(s) for s in observation_shape) != window:
+        raise ValueError(
+            f"observation_shape {tuple(observation_shape)} of the data is not the window "
+            f"{window} that transitions of encoder_ckpt {encoder_ckpt!r} need (its clip and one "
+            f"frame more: StepDataModule clip_len {window[0] - 1})"
         )
 
 
