@@ -151,9 +151,18 @@ def test_prioritised_replay_updates_only_the_online_rows(tmp_path, expert):
         data_kwargs={"replay_priority": "novelty"},
         model_kwargs={"novelty_online": True, "novelty_calibration_updates": 2},
     )
-    trainer.fit(model, dm)  # priorities fed back with demonstration rows in every batch
-    priority = dm.buffer._prioritised.priority
-    assert np.isfinite(priority).all() and (priority[: len(dm.buffer) // 2] > 0).all()
+    updated = []
+
+    class Watch(Callback):
+        def on_train_start(self, trainer, pl_module):
+            update = dm.buffer.update_priorities
+            dm.buffer.update_priorities = lambda index, p: (updated.append(index), update(index, p))
+
+    trainer.callbacks.append(Watch())
+    trainer.fit(model, dm)  # every batch has 16 demonstration rows (index -1)
+    assert len(updated) == 4
+    assert all(len(index) == 16 and (index >= 0).all() for index in updated)
+    assert np.isfinite(dm.buffer._prioritised.priority).all()
 
 
 def test_bad_demonstrations_are_named(tmp_path, expert):
