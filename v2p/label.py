@@ -91,7 +91,9 @@ def label(
         )
     source_manifest = Path(input) / MANIFEST_NAME
     base = json.loads(source_manifest.read_text()) if source_manifest.is_file() else {}
-    recorded_clip = max(clip_len, base.get("clip_len") or clip_len)
+    # The output's clips: the recording's own (the windows need at least clip_len), or for
+    # video files, whose every frame is an observation, the IDM's.
+    out_clip_len = episodes[0].clip_len if episodes[0].clip_len > 1 else clip_len
     metrics = _validation_r2(Path(idm))
     out_dir = Path(out)
     prepare_out(out_dir, overwrite)
@@ -103,7 +105,7 @@ def label(
             "policy": base.get("policy", "unknown (video)"),
             "source": base.get("source", "video"),
             "seed": base.get("seed"),
-            "clip_len": recorded_clip if base else clip_len,
+            "clip_len": out_clip_len,
             "frame_shape": [channels, size, size],
             "state_dim": base.get("state_dim"),
             "labelled_by": {"idm": str(idm), "val_r2": metrics},
