@@ -118,6 +118,13 @@ BENCHES: tuple[Bench, ...] = (
          "--novelty-steps", "300"),
     ),
     Bench(
+        "novelty_outcomes",
+        ("novelty_outcomes.py", "--seeds", "0", "1", "2"),
+        ("novelty_outcomes.py", "--seeds", "0", "--record-episodes", "30", "--pretrain-steps",
+         "50", "--train-episodes", "16", "--calib-episodes", "4", "--test-episodes", "8",
+         "--steps", "200"),
+    ),
+    Bench(
         "attribution",
         ("attribution.py", "--seeds", "0", "1", "2", "--updates", "5000", "--overhead"),
         ("attribution.py", "--seeds", "0", "--updates", "1000"),

@@ -1,0 +1,180 @@
+"""How much of a dynamics shift one shift's outcomes carry: an episode-level test of summed
+outcomes given the actions (issue 20's next step, measured before it is built).
+
+    python bench/novelty_outcomes.py --seeds 0 1 2                      # bench/novelty.py's encoder
+    python bench/novelty_outcomes.py --seeds 0 1 2 --encoder-ckpt PATH  # any pretraining/SAC ckpt
+
+``bench/novelty.py`` scores a shift by the mean of its transitions' scores, and its diffusion
+model over transitions misses both dynamics shifts (the outcome is 2 of 134 numbers). This
+benchmark asks what a model of the outcome alone can see. Per seed, on the same random-action
+episodes and shifts as ``bench/novelty.py`` (its seeds and ``SHIFTS``):
+
+1. A regression (an MLP, mean-squared error on standardised columns) predicts a step's outcome
+   from the clip's latent and the action, fitted on the training episodes' steps only.
+2. A shift's statistic per outcome column is the sum over its steps of the residual
+   (outcome minus prediction), standardised by the mean and spread of that sum over the
+   calibration episodes (in-distribution): a z-score of the shift's total against what its
+   actions lead to on the training task.
+3. Scores: the sum of the squared z-scores (two-sided: a shift in any direction), and each
+   column's z alone (one-sided: higher is more novel; a shift that lowers a column reads
+   below 0.5).
+
+Two outcomes: what a transition carries today (the step's reward and error rate,
+``v2p.models.novelty_features``), and the step's counts (attempts and errors, from the env's
+``info``; the replay does not store them). Per-episode AUROC (torchmetrics) of held-out
+default-task shifts against each shifted task's, mean ± std over seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench._common import progress  # noqa: E402
+from bench.novelty import SHIFTS, auroc, pretrain_encoder  # noqa: E402
+from v2p.envs import DishwashingVideoVectorEnv  # noqa: E402
+from v2p.models.novelty import load_frozen_encoder  # noqa: E402
+
+# outcome name -> (its columns, the step's values from (reward, info))
+OUTCOMES = {
+    "reward, error rate (a transition's outcome)": ("reward", "err_rate"),
+    "attempts, errors (the step's counts)": ("attempts", "errors"),
+}
+
+
+@torch.no_grad()
+def outcome_episodes(
+    encoder: nn.Module, task: dict, episodes: int, seed: int
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Random-action shifts: each step's (latent, action) (E, T, D + A) and every outcome
+    column (E, T); ``bench/novelty.py``'s envs, seeds and action draws."""
+    env = DishwashingVideoVectorEnv(num_envs=episodes, **task)
+    rng = np.random.default_rng(seed)
+    obs, _ = env.reset(seed=seed)
+    inputs, columns = [], {name: [] for pair in OUTCOMES.values() for name in pair}
+    for _ in range(env.params.steps - 1):  # the steps bench/novelty.py's transitions cover
+        action = rng.uniform(0.0, 1.0, (episodes, 2))
+        inputs.append(torch.cat([encoder(torch.from_numpy(obs)), torch.from_numpy(action)], 1))
+        obs, reward, _, _, info = env.step(action)
+        for name in columns:
+            value = reward if name == "reward" else info[name]
+            columns[name].append(torch.as_tensor(np.asarray(value, np.float32)))
+    return torch.stack(inputs, 1).float(), {k: torch.stack(v, 1) for k, v in columns.items()}
+
+
+def fit_regression(x: torch.Tensor, y: torch.Tensor, steps: int, seed: int):
+    """An MLP from standardised ``x`` (N, F) to standardised ``y`` (N, C); returns the
+    residual function (x, y) -> standardised y minus its prediction."""
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    x_mean, x_std = x.mean(0), x.std(0).clamp_min(1e-3)
+    y_mean, y_std = y.mean(0), y.std(0).clamp_min(1e-3)
+    net = nn.Sequential(
+        nn.Linear(x.shape[1], 128),
+        nn.SiLU(),
+        nn.Linear(128, 128),
+        nn.SiLU(),
+        nn.Linear(128, y.shape[1]),
+    )
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-4)
+    xn, yn = (x - x_mean) / x_std, (y - y_mean) / y_std
+    for _ in range(steps):
+        idx = torch.randint(0, len(x), (256,), generator=gen)
+        loss = (net(xn[idx]) - yn[idx]).pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    @torch.no_grad()
+    def residual(xe: torch.Tensor, ye: torch.Tensor) -> torch.Tensor:
+        return (ye - y_mean) / y_std - net((xe - x_mean) / x_std)
+
+    return residual
+
+
+def run_seed(encoder: nn.Module, seed: int, args: argparse.Namespace) -> dict:
+    """{(outcome, score, shift): per-episode AUROC}."""
+    base = 1000 * (seed + 1)  # bench/novelty.py's env seeds
+    train = outcome_episodes(encoder, {}, args.train_episodes, base + 1)
+    calib = outcome_episodes(encoder, {}, args.calib_episodes, base + 2)
+    test = outcome_episodes(encoder, {}, args.test_episodes, base + 3)
+    shifted = {
+        name: outcome_episodes(encoder, task, args.test_episodes, base + 4 + i)
+        for i, (name, (_, task)) in enumerate(SHIFTS.items())
+    }
+    results = {}
+    for outcome, names in OUTCOMES.items():
+
+        def columns(episodes, names=names) -> tuple[torch.Tensor, torch.Tensor]:
+            x, values = episodes
+            return x, torch.stack([values[n] for n in names], -1)  # (E, T, F), (E, T, C)
+
+        x, y = columns(train)
+        residual = fit_regression(x.flatten(0, 1), y.flatten(0, 1), args.steps, seed)
+
+        def sums(episodes, columns=columns, residual=residual) -> torch.Tensor:
+            x, y = columns(episodes)
+            return residual(x.flatten(0, 1), y.flatten(0, 1)).view(*y.shape).sum(1)  # (E, C)
+
+        reference = sums(calib)
+        mean, std = reference.mean(0), reference.std(0)
+
+        def z(episodes, sums=sums, mean=mean, std=std) -> torch.Tensor:
+            return (sums(episodes) - mean) / std
+
+        inliers = z(test)
+        for shift, episodes in shifted.items():
+            outliers = z(episodes)
+            results[(outcome, "sum of squared z (two-sided)", shift)] = auroc(
+                inliers.pow(2).sum(1), outliers.pow(2).sum(1)
+            )
+            for c, name in enumerate(names):
+                results[(outcome, f"z of {name} (one-sided)", shift)] = auroc(
+                    inliers[:, c], outliers[:, c]
+                )
+    progress(f"seed {seed}: {results}")
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--encoder-ckpt", default=None, help="skip pretraining; use this encoder")
+    parser.add_argument("--workdir", default="/tmp/v2p_bench_novelty")
+    parser.add_argument("--record-episodes", type=int, default=100)
+    parser.add_argument("--pretrain-steps", type=int, default=300)
+    parser.add_argument("--train-episodes", type=int, default=64)
+    parser.add_argument("--calib-episodes", type=int, default=16)
+    parser.add_argument("--test-episodes", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=2000, help="regression updates")
+    args = parser.parse_args()
+
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    ckpt = args.encoder_ckpt or pretrain_encoder(workdir, args.record_episodes, args.pretrain_steps)
+    encoder = load_frozen_encoder(str(ckpt))
+    per_seed = [run_seed(encoder, seed, args) for seed in args.seeds]
+    print(f"encoder: {ckpt}; {len(args.seeds)} seeds; per-episode AUROC, mean ± std over seeds")
+    print()
+    print("| outcome | score | " + " | ".join(SHIFTS) + " |")
+    print("|---|---|" + "---:|" * len(SHIFTS))
+    for outcome, score in dict.fromkeys((o, s) for o, s, _ in per_seed[0]):
+        cells = []
+        for shift in SHIFTS:
+            values = [r[(outcome, score, shift)] for r in per_seed]
+            spread = statistics.stdev(values) if len(values) > 1 else 0.0
+            cells.append(f"{statistics.mean(values):.3f} ± {spread:.3f}")
+        print(f"| {outcome} | {score} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
