@@ -251,8 +251,8 @@ def table(per_seed: list[dict]) -> list[str]:
     return lines
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_episode_arguments(parser: argparse.ArgumentParser) -> None:
+    """The encoder and episode options this benchmark shares with bench/novelty_outcomes.py."""
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--encoder-ckpt", default=None, help="skip pretraining; use this encoder")
     parser.add_argument("--workdir", default="/tmp/v2p_bench_novelty")
@@ -261,13 +261,22 @@ def main() -> None:
     parser.add_argument("--train-episodes", type=int, default=64)
     parser.add_argument("--calib-episodes", type=int, default=16)
     parser.add_argument("--test-episodes", type=int, default=32)
-    parser.add_argument("--novelty-steps", type=int, default=3000)
-    args = parser.parse_args()
 
+
+def frozen_encoder(args: argparse.Namespace) -> tuple[str, torch.nn.Module]:
+    """``--encoder-ckpt``, or an encoder pretrained in ``--workdir``; (checkpoint, encoder)."""
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     ckpt = args.encoder_ckpt or pretrain_encoder(workdir, args.record_episodes, args.pretrain_steps)
-    encoder = load_frozen_encoder(str(ckpt))
+    return str(ckpt), load_frozen_encoder(str(ckpt))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_episode_arguments(parser)
+    parser.add_argument("--novelty-steps", type=int, default=3000)
+    args = parser.parse_args()
+    ckpt, encoder = frozen_encoder(args)
     print(f"encoder: {ckpt} ({type(encoder).__name__}, latent_dim {encoder.latent_dim})")
     per_seed = [run_seed(encoder, seed, args) for seed in args.seeds]
     print("\n".join(table(per_seed)))

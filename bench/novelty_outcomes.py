@@ -40,9 +40,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench._common import progress  # noqa: E402
-from bench.novelty import SHIFTS, auroc, pretrain_encoder  # noqa: E402
+from bench.novelty import SHIFTS, add_episode_arguments, auroc, frozen_encoder  # noqa: E402
 from v2p.envs import DishwashingVideoVectorEnv  # noqa: E402
-from v2p.models.novelty import load_frozen_encoder  # noqa: E402
 
 # outcome name -> (its columns, the step's values from (reward, info))
 OUTCOMES = {
@@ -147,21 +146,10 @@ def run_seed(encoder: nn.Module, seed: int, args: argparse.Namespace) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--encoder-ckpt", default=None, help="skip pretraining; use this encoder")
-    parser.add_argument("--workdir", default="/tmp/v2p_bench_novelty")
-    parser.add_argument("--record-episodes", type=int, default=100)
-    parser.add_argument("--pretrain-steps", type=int, default=300)
-    parser.add_argument("--train-episodes", type=int, default=64)
-    parser.add_argument("--calib-episodes", type=int, default=16)
-    parser.add_argument("--test-episodes", type=int, default=32)
+    add_episode_arguments(parser)
     parser.add_argument("--steps", type=int, default=2000, help="regression updates")
     args = parser.parse_args()
-
-    workdir = Path(args.workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    ckpt = args.encoder_ckpt or pretrain_encoder(workdir, args.record_episodes, args.pretrain_steps)
-    encoder = load_frozen_encoder(str(ckpt))
+    ckpt, encoder = frozen_encoder(args)
     per_seed = [run_seed(encoder, seed, args) for seed in args.seeds]
     print(f"encoder: {ckpt}; {len(args.seeds)} seeds; per-episode AUROC, mean ± std over seeds")
     print()
