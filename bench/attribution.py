@@ -71,9 +71,11 @@ CATALOGUE = [*DISH_KINDS, *(DishKind(name, *POT[1:]) for name in ("pan", "tray",
 PLATFORM_MIX = {"plate": 0.5, "glass": 0.5}
 
 
-def graded_mix(kind: str, share: float) -> dict[str, float]:
+def graded_mix(
+    kind: str, share: float, platform_mix: dict[str, float] = PLATFORM_MIX
+) -> dict[str, float]:
     """``share`` of the racks are ``kind``, the rest the platform's mix."""
-    rest = {name: (1.0 - share) * p for name, p in PLATFORM_MIX.items()}
+    rest = {name: (1.0 - share) * p for name, p in platform_mix.items()}
     return {kind: share, **rest} if share < 1 else {kind: 1.0}
 
 
@@ -122,25 +124,49 @@ def register_corrupted_env() -> None:
         )
 
 
-def site_mpl(model, env_kwargs: dict, shifts: int = 16, seed: int = 12345) -> float:
+def site_mpl(model, env_kwargs: dict, shifts: int = 16) -> float:
     """Expected MPL [units/hr] of the deterministic policy over ``shifts`` shifts of a site."""
-    envs = gym.make_vec("v2p/Dishwashing-v0", num_envs=shifts, **COMMON_KWARGS, **env_kwargs)
-    obs, _ = envs.reset(seed=seed)
-    completed = np.zeros(shifts)
-    hours = np.zeros(shifts)
+    return site_outcome(model, site_envs(env_kwargs, shifts), CATALOGUE)[0]
+
+
+def site_envs(env_kwargs: dict, shifts: int, common_kwargs: dict = COMMON_KWARGS):
+    """The ``shifts`` envs of a site that the ground truth evaluates a policy on."""
+    return gym.make_vec("v2p/Dishwashing-v0", num_envs=shifts, **common_kwargs, **env_kwargs)
+
+
+def site_outcome(model, envs, kinds: list[DishKind]) -> tuple[float, dict[str, float]]:
+    """The expected MPL [units/hr] of the deterministic policy over one shift of each of
+    ``envs`` (reset with a fixed seed, so every policy meets the same racks), and the mean care
+    it gives each of the catalogue's ``kinds`` it handles there; closes ``envs``."""
+    obs, _ = envs.reset(seed=12345)
+    shifts = envs.num_envs
+    care_sum, count = np.zeros(len(kinds)), np.zeros(len(kinds))
+    completed, hours = np.zeros(shifts), np.zeros(shifts)
     model.eval()
     for _ in range(envs.unwrapped.params.steps):
-        obs, _, _, _, info = envs.step(model.act(obs, deterministic=True))
+        action = model.act(obs, deterministic=True)
+        kind = obs[:, : len(kinds)].argmax(axis=1)  # the rack about to be handled (one-hot)
+        np.add.at(care_sum, kind, action[:, 1])
+        np.add.at(count, kind, 1)
+        obs, _, _, _, info = envs.step(action)
         completed += info["expected_attempts"] - info["expected_errors"]
         hours += info["step_hours"]
     envs.close()
-    return float(np.mean(completed / hours))
+    care = {kinds[i].name: care_sum[i] / count[i] for i in range(len(kinds)) if count[i]}
+    return float(np.mean(completed / hours)), care
 
 
-def train(sources: list[dict] | None, seed: int, updates: int, root: str, attribution):
-    """Fit the sources config (with ``sources`` and the catalogue, or as shipped when None),
-    with its attribution (True), none (False) or these attribution settings (a dict);
-    (model, EconomicsCallback, log dir, seconds in fit)."""
+def train(
+    sources: list[dict] | None,
+    seed: int,
+    updates: int,
+    root: str,
+    attribution,
+    common_kwargs: dict = COMMON_KWARGS,
+):
+    """Fit the sources config (with ``sources`` and the catalogue of ``common_kwargs``, or as
+    shipped when None), with its attribution (True), none (False) or these attribution
+    settings (a dict); (model, EconomicsCallback, log dir, seconds in fit)."""
     args = [
         "--config",
         str(CONFIG),
@@ -153,7 +179,7 @@ def train(sources: list[dict] | None, seed: int, updates: int, root: str, attrib
     if sources is not None:
         args += [
             f"--data.init_args.sources={json.dumps(sources)}",  # JSON is YAML
-            f"--data.init_args.env_kwargs={json.dumps(COMMON_KWARGS)}",
+            f"--data.init_args.env_kwargs={json.dumps(common_kwargs)}",
         ]
     if attribution is False:
         args.append("--model.init_args.attribution=null")
@@ -237,7 +263,14 @@ def main() -> None:
                 )
         overhead = measure_overhead(args.updates, root, args.every) if args.overhead else None
     print_results(
-        args, actual, measured, credit, gradient, quote_rho, overhead, time.perf_counter() - start
+        args,
+        actual,
+        measured,
+        credit,
+        gradient,
+        quote_rho,
+        overhead,
+        time.perf_counter() - start,
     )
 
 
