@@ -30,6 +30,7 @@ shifts and >= 0.80 on the near ones, and above kNN and Mahalanobis on the same t
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import sys
 import time
@@ -187,17 +188,26 @@ def evaluate(
     return out
 
 
+def episode_sets(episodes_of: Callable[..., Any], seed: int, args: argparse.Namespace):
+    """A seed's training, calibration and held-out default-task episodes and each shift's
+    episodes, ``episodes_of(task, episodes, env_seed)`` drawn from this benchmark's env seeds
+    (so bench/novelty_outcomes.py scores the same shifts)."""
+    base = 1000 * (seed + 1)
+    train = episodes_of({}, args.train_episodes, base + 1)
+    calib = episodes_of({}, args.calib_episodes, base + 2)
+    test = episodes_of({}, args.test_episodes, base + 3)
+    shifted = {
+        name: episodes_of(task, args.test_episodes, base + 4 + i)
+        for i, (name, (_, task)) in enumerate(SHIFTS.items())
+    }
+    return train, calib, test, shifted
+
+
 def run_seed(encoder: torch.nn.Module, seed: int, args: argparse.Namespace) -> dict:
     """{method: {(shift, unit): AUROC}} of every method on observations and on transitions."""
     start = time.perf_counter()
-    base = 1000 * (seed + 1)
-    train = encoded_episodes(encoder, {}, args.train_episodes, base + 1)
-    calib = encoded_episodes(encoder, {}, args.calib_episodes, base + 2)
-    test = encoded_episodes(encoder, {}, args.test_episodes, base + 3)
-    shifted = {
-        name: encoded_episodes(encoder, task, args.test_episodes, base + 4 + i)
-        for i, (name, (_, task)) in enumerate(SHIFTS.items())
-    }
+    episodes_of = functools.partial(encoded_episodes, encoder)
+    train, calib, test, shifted = episode_sets(episodes_of, seed, args)
     progress(f"seed {seed}: latents in {time.perf_counter() - start:.0f} s")
     results = {}
     for inputs in ("observation", "transition"):

@@ -28,6 +28,7 @@ default-task shifts against each shifted task's, mean ± std over seeds.
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import sys
 from pathlib import Path
@@ -40,7 +41,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench._common import progress  # noqa: E402
-from bench.novelty import SHIFTS, add_episode_arguments, auroc, frozen_encoder  # noqa: E402
+from bench.novelty import (  # noqa: E402
+    SHIFTS,
+    add_episode_arguments,
+    auroc,
+    episode_sets,
+    frozen_encoder,
+)
 from v2p.envs import DishwashingVideoVectorEnv  # noqa: E402
 
 # outcome name -> (its columns, the step's values from (reward, info))
@@ -102,14 +109,8 @@ def fit_regression(x: torch.Tensor, y: torch.Tensor, steps: int, seed: int):
 
 def run_seed(encoder: nn.Module, seed: int, args: argparse.Namespace) -> dict:
     """{(outcome, score, shift): per-episode AUROC}."""
-    base = 1000 * (seed + 1)  # bench/novelty.py's env seeds
-    train = outcome_episodes(encoder, {}, args.train_episodes, base + 1)
-    calib = outcome_episodes(encoder, {}, args.calib_episodes, base + 2)
-    test = outcome_episodes(encoder, {}, args.test_episodes, base + 3)
-    shifted = {
-        name: outcome_episodes(encoder, task, args.test_episodes, base + 4 + i)
-        for i, (name, (_, task)) in enumerate(SHIFTS.items())
-    }
+    episodes_of = functools.partial(outcome_episodes, encoder)
+    train, calib, test, shifted = episode_sets(episodes_of, seed, args)
     results = {}
     for outcome, names in OUTCOMES.items():
 
