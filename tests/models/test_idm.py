@@ -97,27 +97,29 @@ def test_the_idm_learns_what_the_frames_reveal_and_says_what_they_do_not(trained
     assert abs(float(metrics["val/r2/care"])) < 0.1  # no trace in the frames: R^2 about 0
 
 
+def label(ckpt, source, out) -> int:
+    """``v2p label`` through the command line; its exit status."""
+    return v2p_main(
+        [
+            "label",
+            "--idm",
+            str(ckpt),
+            "--input",
+            str(source),
+            "--out",
+            str(out),
+            "--progress",
+            "false",
+        ]
+    )
+
+
 def test_label_writes_actions_with_their_confidence_and_trains_sac(trained_idm, tmp_path):
     ckpt, _, _ = trained_idm
     model = load_idm(ckpt)
     free = revealing_recording(tmp_path / "free", episodes=2, steps=30, seed=7)
     truth = np.load(free / "shard_00000.npz")["actions"]
-    assert (
-        v2p_main(
-            [
-                "label",
-                "--idm",
-                str(ckpt),
-                "--input",
-                str(free),
-                "--out",
-                str(tmp_path / "labelled"),
-                "--progress",
-                "false",
-            ]
-        )
-        == 0
-    )
+    assert label(ckpt, free, tmp_path / "labelled") == 0
     labelled = np.load(tmp_path / "labelled" / "shard_00000.npz")
     assert labelled["actions"].shape == truth.shape == labelled["action_std"].shape
     assert (labelled["actions"] >= 0).all() and (labelled["actions"] <= 1).all()
@@ -150,19 +152,7 @@ def test_action_free_recordings_are_labelled_then_used_as_demonstrations(trained
         RolloutDataModule(demonstrations=demo)
     with pytest.raises(ValueError, match="learns from recorded actions"):
         StepDataModule([str(free)], clip_len=2, frame_size=32).setup()
-    v2p_main(
-        [
-            "label",
-            "--idm",
-            str(ckpt),
-            "--input",
-            str(free),
-            "--out",
-            str(tmp_path / "l"),
-            "--progress",
-            "false",
-        ]
-    )
+    assert label(ckpt, free, tmp_path / "l") == 0
     dm = RolloutDataModule(demonstrations=[Demonstration("expert", str(tmp_path / "l"))])
     assert dm._demos[0].transitions == 120
 
@@ -189,22 +179,7 @@ def test_a_folder_of_videos_is_labelled_but_cannot_train_sac(trained_idm, tmp_pa
         videos / "a.mp4", np.random.default_rng(0).integers(0, 255, (20, 32, 32, 3), np.uint8)
     )
     out = tmp_path / "labelled"
-    assert (
-        v2p_main(
-            [
-                "label",
-                "--idm",
-                str(ckpt),
-                "--input",
-                str(videos),
-                "--out",
-                str(out),
-                "--progress",
-                "false",
-            ]
-        )
-        == 0
-    )
+    assert label(ckpt, videos, out) == 0
     shard = np.load(out / "shard_00000.npz")
     # Windows of 3 frames (clip_len 2 + 1): a step for each frame but the last 2.
     assert shard["actions"].shape == (18, 2) and np.isnan(shard["rewards"]).all()
