@@ -52,7 +52,14 @@ def test_sac_scores_transitions_with_an_online_model(tmp_path):
     )
     latent = SMALL_MODEL["latent_dim"]
     assert model.novelty.latent_dim == 2 * latent + 2 + 2
+    # Its outcome test (the episode-level part) trains in SAC's optimiser beside the denoiser.
+    outcome = model.novelty.outcome_test
+    assert outcome is not None and outcome.inputs == latent + 2
+    before = outcome.net[0].weight.clone()
     trainer.fit(model, dm)
+    optimised = {id(p) for group in model.optimizers().param_groups for p in group["params"]}
+    assert {id(p) for p in outcome.parameters()} <= optimised
+    assert not torch.equal(before, outcome.net[0].weight)
     assert len(scored) == 20 and scored[-1].shape == (8,) and torch.isfinite(scored[-1]).all()
     # The normaliser saw the transitions' reward column: dishwashing profit rates of $/hr.
     assert model.novelty.z_mean[latent + 2] > 1.0

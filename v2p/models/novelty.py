@@ -17,8 +17,16 @@ timestep's error on in-distribution latents. Validation sets them at the end of 
 :meth:`update_statistics` tracks them as an EMA for online training. Before any of these,
 ``score`` raises.
 
-Online use (e.g. from SAC, on replay latents): ``loss = novelty.diffusion_loss(z)`` and step an
-optimiser over ``novelty.denoiser.parameters()`` (or call :meth:`update_online`), then
+Episodes. A shift's novelty is more than its steps': :meth:`episode_statistics` gives each
+episode the z of its mean step score (``sqrt(n)`` times the mean over the step score's
+calibration spread: standard normal when the steps are independent) and, for transitions, the
+z of :class:`~v2p.models.outcome_test.OutcomeResidualTest` (are the shift's summed outcomes what
+its actions lead to?), trained beside the denoiser on the same transitions.
+:meth:`episode_scores` is the larger of the two, so a shift that looks different and one that
+behaves differently are both novel.
+
+Online use (e.g. from SAC, on replay latents): ``loss = novelty.online_loss(z)`` and step an
+optimiser over ``novelty.trainable_parameters()`` (or call :meth:`update_online`), then
 ``novelty.update_statistics(z)`` to keep the z-scoring current.
 """
 
@@ -37,8 +45,11 @@ from torch.nn import functional as F
 from v2p.models.novelty_features import (
     check_novelty_inputs,
     novelty_feature_dim,
+    per_episode_sums,
     transition_features,
+    transition_latent_dim,
 )
+from v2p.models.outcome_test import OutcomeResidualTest
 
 MAX_SCORE_EVALUATIONS = 10  # denoiser evaluations per sample that score() may spend
 
@@ -102,6 +113,7 @@ class LatentDiffusionNovelty(L.LightningModule):
             next latent of each step of a :class:`~v2p.data.steps.StepDataModule`, whose
             windows hold a step's clip and the next one).
         action_dim: the size of the actions (linked from the data); transitions need it.
+        outcome_hidden_dim: width of the outcome test's regression (transitions only).
         encoder_ckpt: pretraining checkpoint of the frozen encoder (needed to train on clips).
         observation_shape: the data's observation shape (linked by the CLI); must be the
             encoder's ``obs_shape``, or ``(latent_dim,)`` for data that already are latents.
@@ -133,17 +145,18 @@ class LatentDiffusionNovelty(L.LightningModule):
         stats_momentum: float = 0.01,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
+        outcome_hidden_dim: int = 128,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.encoder = None if encoder_ckpt is None else load_frozen_encoder(encoder_ckpt)
         check_novelty_inputs(inputs)
+        if inputs == "transition" and action_dim is None:
+            raise ValueError(
+                "inputs=transition needs action_dim (linked from a StepDataModule) to size "
+                "the transitions"
+            )
         if inputs == "transition" and self.encoder is not None:
-            if action_dim is None:
-                raise ValueError(
-                    "inputs=transition needs action_dim (linked from a StepDataModule) to size "
-                    "the transitions"
-                )
             dim = novelty_feature_dim(inputs, self.encoder.latent_dim, action_dim)
             if latent_dim is not None and latent_dim != dim:
                 raise ValueError(
@@ -162,6 +175,13 @@ class LatentDiffusionNovelty(L.LightningModule):
         )
 
         self.denoiser = DenoiserMLP(self.latent_dim, hidden_dim, num_blocks)
+        self.outcome_test = (
+            OutcomeResidualTest(
+                transition_latent_dim(self.latent_dim, action_dim), action_dim, outcome_hidden_dim
+            )
+            if inputs == "transition"
+            else None
+        )
         # clip_sample defaults to True in diffusers and clamps the predicted x0 to [-1, 1] in
         # step(); standardised latents routinely leave that range, so it is off.
         schedule = dict(
@@ -189,6 +209,9 @@ class LatentDiffusionNovelty(L.LightningModule):
         # Calibration: mean and std of each scoring timestep's error on in-distribution latents.
         self.register_buffer("err_mean", torch.zeros(k))
         self.register_buffer("err_std", torch.ones(k))
+        # The spread of the step score itself (the mean of K correlated z-scores), which an
+        # episode's mean score is measured against.
+        self.register_buffer("score_std", torch.ones(()))
         self.register_buffer("calibrated", torch.zeros((), dtype=torch.bool))
         # Python mirrors of the two flags, so the hot paths branch without a host sync; they are
         # refreshed from the buffers whenever a state dict is loaded.
@@ -196,7 +219,9 @@ class LatentDiffusionNovelty(L.LightningModule):
         self._calibrated = False
         self._normaliser_updates = 0
         self.register_load_state_dict_post_hook(_sync_flags)
-        self._val_sums: torch.Tensor | None = None  # (3, K): error sum, square sum, count
+        self.register_load_state_dict_pre_hook(_fill_predated_buffers)
+        # Moment sums of the validation errors and outcome residuals (see _moment_sums).
+        self._val_sums: dict[str, torch.Tensor] = {}
         self._val_generator: torch.Generator | None = None
 
     # ----------------------------------------------------------------- encoder and latents
@@ -336,13 +361,31 @@ class LatentDiffusionNovelty(L.LightningModule):
         per_sample = (prediction - noise).square().mean(-1)  # (B,)
         return (w * per_sample).sum() / w.sum().clamp_min(1.0)
 
-    def update_online(self, z: torch.Tensor, optimizer: torch.optim.Optimizer) -> torch.Tensor:
-        """One gradient step of the denoiser on latents (B, D), then the EMA statistics.
+    def outcome_loss(self, z: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """The outcome test's regression loss on raw transitions (B, D); 0 for observations."""
+        if self.outcome_test is None:
+            return z.new_zeros(())
+        x = self.normalise(self._check_latents("z", z))
+        return self.outcome_test.loss(x, None if weight is None else _sample_weights(z, weight))
 
-        ``optimizer`` must hold ``self.denoiser.parameters()`` (see
-        :meth:`configure_optimizers`). Returns the detached loss (no host sync)."""
+    def online_loss(self, z: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """What training minimises on latents (B, D): the diffusion loss, plus the outcome
+        test's regression loss for transitions (``weight`` as in :meth:`diffusion_loss`)."""
+        return self.diffusion_loss(z, weight=weight) + self.outcome_loss(z, weight)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """The denoiser's parameters and the outcome test's: never the frozen encoder's."""
+        modules = [self.denoiser] + ([self.outcome_test] if self.outcome_test is not None else [])
+        return [p for module in modules for p in module.parameters()]
+
+    def update_online(self, z: torch.Tensor, optimizer: torch.optim.Optimizer) -> torch.Tensor:
+        """One gradient step of the denoiser (and outcome test) on latents (B, D), then the
+        EMA statistics.
+
+        ``optimizer`` must hold :meth:`trainable_parameters` (see :meth:`configure_optimizers`).
+        Returns the detached loss (no host sync)."""
         self.update_normaliser(z.detach())
-        loss = self.diffusion_loss(z.detach())
+        loss = self.online_loss(z.detach())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -385,11 +428,41 @@ class LatentDiffusionNovelty(L.LightningModule):
         return self.score(self.encode(obs))
 
     @torch.no_grad()
+    def episode_statistics(self, z: torch.Tensor, episode: torch.Tensor) -> torch.Tensor:
+        """(E, 2): each episode's z of its mean step score and its outcome test's z (NaN for
+        observations, which have no outcome); ``z`` (N, D) latents of ``episode`` (N,) ids in
+        ``0 .. E - 1``. Both are standard normal on in-distribution episodes whose steps are
+        independent; higher = more novel."""
+        scores = self.score(z)  # (N,)
+        if not torch.isfinite(self.score_std):
+            raise RuntimeError(
+                "this novelty model's calibration predates episode scores (2026-12-02): "
+                "calibrate it again (calibrate(z) or a validation run) to score episodes"
+            )
+        total, count = per_episode_sums(scores.float(), episode)
+        appearance = total / count.clamp_min(1).sqrt() / self.score_std  # sqrt(n) x mean / std
+        if self.outcome_test is None:
+            outcome = torch.full_like(appearance, float("nan"))
+        else:
+            outcome = self.outcome_test.episode_z(self.normalise(z).float(), episode)
+        return torch.stack([appearance, outcome], dim=1).to(z.dtype)
+
+    @torch.no_grad()
+    def episode_scores(self, z: torch.Tensor, episode: torch.Tensor) -> torch.Tensor:
+        """Novelty (E,) of each episode: the larger of :meth:`episode_statistics`' two z's
+        (the mean step score's alone for observations)."""
+        return self.episode_statistics(z, episode).nan_to_num(float("-inf")).amax(dim=1)
+
+    @torch.no_grad()
     def calibrate(self, z: torch.Tensor) -> None:
-        """Set the z-scoring statistics from in-distribution latents (B >= 2, D)."""
+        """Set the z-scoring statistics (and the outcome test's) from in-distribution latents
+        (B >= 2, D)."""
         if z.shape[0] < 2:
             raise ValueError(f"calibrate needs at least 2 latents, got {z.shape[0]}")
         self._set_statistics(self.denoising_errors(z).float())
+        if self.outcome_test is not None:
+            residuals = self.outcome_test.residuals(self.normalise(z).float())
+            self.outcome_test.set_moments(residuals.mean(0), torch.cov(residuals.T))
 
     @torch.no_grad()
     def update_statistics(self, z: torch.Tensor, weight: torch.Tensor | None = None) -> None:
@@ -399,35 +472,45 @@ class LatentDiffusionNovelty(L.LightningModule):
         ``weight`` (B,) of 0s and 1s keeps only some latents (all by default). Under DDP the
         batch moments are those of every rank's latents together, so every rank z-scores
         alike (as :meth:`update_normaliser` does for the normaliser)."""
-        err = self.denoising_errors(z).float()  # (B, K)
-        w = _sample_weights(z, weight)[:, None]  # (B, 1)
-        sums = torch.stack(
-            [(w * err).sum(0), (w * err.square()).sum(0), w.sum(0).expand(err.shape[1])]
-        )
+        values = {"errors": self.denoising_errors(z).float()}  # (B, K)
+        if self.outcome_test is not None:
+            values["residuals"] = self.outcome_test.residuals(self.normalise(z)).float()
+        w = _sample_weights(z, weight)
+        sums = {name: _moment_sums(x, w) for name, x in values.items()}
         if self._trainer is not None:
-            sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
-        count = sums[2]
-        mean = sums[0] / count.clamp_min(1.0)
-        var = (sums[1] - count * mean.square()).clamp_min(0.0) / (count - 1).clamp_min(1.0)
+            sums = {k: self.trainer.strategy.reduce(v, reduce_op="sum") for k, v in sums.items()}
         # The first batch with a kept latent sets the statistics (rate 1), later ones move
         # them by the EMA rate, and a batch with none leaves them (rate 0): decided on the
         # device, with no host sync.
-        kept = count[0] > 0  # () every timestep counts the same latents
+        kept = sums["errors"][-1, -1] > 0
         rate = torch.where(self.calibrated, self.hparams.stats_momentum, 1.0) * kept
-        var = self.err_std.square().lerp(var, rate)
+        mean, cov = _moments(sums["errors"])
+        std = cov.diagonal().clamp_min(0.0).sqrt().clamp_min(1e-6)
+        var = self.err_std.square().lerp(std.square(), rate)
+        score_var = torch.nan_to_num(self.score_std.square(), nan=1.0).lerp(
+            _score_variance(cov, std), rate
+        )
         self.err_mean.lerp_(mean, rate)
         self.err_std.copy_(var.sqrt().clamp_min(1e-6))
+        self.score_std.copy_(score_var.sqrt().clamp_min(1e-6))
+        if self.outcome_test is not None:
+            residual_mean, residual_cov = _moments(sums["residuals"])
+            self.outcome_test.update_moments(residual_mean, residual_cov, rate)
         self.calibrated |= kept
         # The Python mirror lets score() run from the first call; until a latent is kept the
         # statistics are the identity (mean 0, std 1).
         self._calibrated = True
 
     def _set_statistics(self, err: torch.Tensor) -> None:
-        self._set_moments(err.mean(0), err.var(0))
+        """From in-distribution errors (B, K)."""
+        self._set_moments(err.mean(0), torch.cov(err.T).reshape(err.shape[1], err.shape[1]))
 
-    def _set_moments(self, mean: torch.Tensor, var: torch.Tensor) -> None:
+    def _set_moments(self, mean: torch.Tensor, cov: torch.Tensor) -> None:
+        """From the errors' mean (K,) and covariance (K, K)."""
+        std = cov.diagonal().clamp_min(0.0).sqrt().clamp_min(1e-6)
         self.err_mean.copy_(mean)
-        self.err_std.copy_(var.sqrt().clamp_min(1e-6))
+        self.err_std.copy_(std)
+        self.score_std.copy_(_score_variance(cov, std).sqrt())
         self.calibrated.fill_(True)
         self._calibrated = True
 
@@ -453,7 +536,7 @@ class LatentDiffusionNovelty(L.LightningModule):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         # The denoiser only: the encoder is frozen and not the novelty model's to train.
         return torch.optim.AdamW(
-            self.denoiser.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
+            self.trainable_parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
         )
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
@@ -465,33 +548,68 @@ class LatentDiffusionNovelty(L.LightningModule):
                 self.freeze_normaliser()
         loss = self.diffusion_loss(z)
         self.log("train/loss", loss, prog_bar=True, batch_size=z.shape[0])
-        return loss
+        if self.outcome_test is None:
+            return loss
+        outcome = self.outcome_loss(z)
+        self.log("train/outcome_loss", outcome, batch_size=z.shape[0])
+        return loss + outcome
 
     def on_validation_epoch_start(self) -> None:
         # Fixed timesteps and noise every epoch, so val/loss compares epochs and picks the best.
         self._val_generator = torch.Generator(self.device).manual_seed(self.hparams.score_seed)
-        self._val_sums = None
+        self._val_sums = {}
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         z = self.latents_of(batch)
         loss = self.diffusion_loss(z, generator=self._val_generator)
         self.log("val/loss", loss, prog_bar=True, batch_size=z.shape[0])
-        err = self.denoising_errors(z).float()  # (B, K)
-        sums = torch.stack([err.sum(0), err.square().sum(0), torch.full_like(err[0], len(err))])
-        self._val_sums = sums if self._val_sums is None else self._val_sums + sums
+        values = {"errors": self.denoising_errors(z).float()}  # (B, K)
+        if self.outcome_test is not None:
+            values["residuals"] = self.outcome_test.residuals(self.normalise(z)).float()
+            self.log("val/outcome_loss", values["residuals"].square().mean(), batch_size=len(z))
+        for name, x in values.items():
+            sums = _moment_sums(x)
+            self._val_sums[name] = sums + self._val_sums[name] if name in self._val_sums else sums
 
     def on_validation_epoch_end(self) -> None:
         # Calibrate only on a frozen normaliser: before that (e.g. the sanity check) the errors
         # are of a model whose input scale is still moving.
-        if self._val_sums is None or not self._normaliser_frozen:
+        if not self._val_sums or not self._normaliser_frozen:
             return
         # Sums, not the errors themselves, cross ranks: ranks may hold different numbers of
         # validation clips, which all_gather would not accept.
-        total, square, count = self.trainer.strategy.reduce(self._val_sums, reduce_op="sum")
-        self._val_sums = None
-        mean = total / count
-        var = (square / count - mean.square()).clamp_min(0.0) * count / (count - 1).clamp_min(1)
-        self._set_moments(mean, var)
+        moments = {
+            name: _moments(self.trainer.strategy.reduce(sums, reduce_op="sum"))
+            for name, sums in self._val_sums.items()
+        }
+        self._val_sums = {}
+        self._set_moments(*moments["errors"])
+        if self.outcome_test is not None:
+            self.outcome_test.set_moments(*moments["residuals"])
+
+
+def _moment_sums(x: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """(C + 1, C + 1): the outer products of the rows of ``x`` (N, C) with a 1 appended,
+    summed (over the rows of ``weight`` (N,) 1, of 0s and 1s); so its last column holds the
+    rows' sum and count, the rest the sum of their outer products."""
+    augmented = torch.cat([x, x.new_ones(len(x), 1)], dim=1)
+    kept = augmented if weight is None else augmented * weight[:, None]
+    return kept.T @ augmented
+
+
+def _moments(sums: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean (C,) and sample covariance (C, C) of :func:`_moment_sums`' rows (zeros
+    where it counts none)."""
+    outer, total, count = sums[:-1, :-1], sums[:-1, -1], sums[-1, -1]
+    mean = total / count.clamp_min(1.0)
+    cov = (outer - count * mean[:, None] * mean[None, :]) / (count - 1).clamp_min(1.0)
+    return mean, cov
+
+
+def _score_variance(cov: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """The variance of the step score, the mean of K z-scored errors of covariance ``cov``
+    (K, K) and spreads ``std`` (K,): the mean of their correlations."""
+    return (cov / std[:, None] / std[None, :]).mean().clamp_min(0.0)
 
 
 def _sample_weights(z: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
@@ -509,6 +627,17 @@ def _sync_flags(module: nn.Module, incompatible_keys: Any) -> None:
     if isinstance(module, LatentDiffusionNovelty):
         module._normaliser_frozen = bool(module.normaliser_frozen)
         module._calibrated = bool(module.calibrated)
+
+
+def _fill_predated_buffers(
+    module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any
+) -> None:
+    """A state dict saved before 2026-12-02 lacks the step score's spread: load it as NaN,
+    which :meth:`LatentDiffusionNovelty.episode_statistics` refuses until recalibrated (its
+    step scores are unaffected)."""
+    del module, args
+    if prefix + "err_std" in state_dict and prefix + "score_std" not in state_dict:
+        state_dict[prefix + "score_std"] = torch.tensor(float("nan"))
 
 
 def _resolve_latent_dim(

@@ -81,11 +81,11 @@ class NoveltyScoring:
     def online_loss(
         self, z: torch.Tensor, source: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The online model's diffusion loss on the scored latents (n, D) of sources (n,)
-        (its normaliser updated first), and the fit weights it used (None: all)."""
+        """The online model's loss on the scored latents (n, D) of sources (n,) (its
+        normaliser updated first), and the fit weights it used (None: all)."""
         fit = None if self._fit_ids is None else torch.isin(source, self._fit_ids).float()
         self.model.update_normaliser(z, fit)
-        return self.model.diffusion_loss(z, weight=fit), fit
+        return self.model.online_loss(z, weight=fit), fit
 
     def after_update(
         self, z: torch.Tensor, fit: torch.Tensor | None, global_step: int
@@ -130,9 +130,17 @@ def _own_hyperparameters() -> Iterator[None]:
 
 
 def build_novelty_model(
-    latent_dim: int, novelty_ckpt: str | None, novelty_online: bool, hidden_dim: int = 256
+    latent_dim: int,
+    novelty_ckpt: str | None,
+    novelty_online: bool,
+    hidden_dim: int = 256,
+    inputs: str = "observation",
+    action_dim: int | None = None,
 ) -> LatentDiffusionNovelty | None:
-    """The novelty model SAC scores its batches with: loaded and frozen, fresh, or none."""
+    """The novelty model SAC scores its batches with: loaded and frozen, fresh, or none.
+
+    ``latent_dim`` is the size of what it scores (for ``inputs: transition``, a transition's
+    features of ``action_dim``-D actions)."""
     if novelty_ckpt is not None and novelty_online:
         raise ValueError(
             f"novelty_ckpt={novelty_ckpt!r} and novelty_online=true are exclusive: score with a "
@@ -140,10 +148,17 @@ def build_novelty_model(
         )
     if novelty_online:
         with _own_hyperparameters():
-            return LatentDiffusionNovelty(latent_dim=latent_dim, hidden_dim=hidden_dim)
+            return LatentDiffusionNovelty(
+                latent_dim=latent_dim, hidden_dim=hidden_dim, inputs=inputs, action_dim=action_dim
+            )
     if novelty_ckpt is None:
         return None
     model = load_novelty_checkpoint(novelty_ckpt)
+    if model.hparams.get("inputs", "observation") != inputs:
+        raise ValueError(
+            f"novelty_ckpt {novelty_ckpt!r} scores {model.hparams.get('inputs', 'observation')}s "
+            f"but novelty_inputs is {inputs!r}: train the novelty model on the same inputs"
+        )
     if model.latent_dim != latent_dim:
         raise ValueError(
             f"novelty_ckpt {novelty_ckpt!r} models inputs of size {model.latent_dim}, but this "
@@ -170,6 +185,14 @@ def load_novelty_checkpoint(path: str) -> LatentDiffusionNovelty:
     if "score_timesteps" not in hparams or not any(k.startswith("denoiser.") for k in state):
         raise ValueError(f"{path!r} is not a LatentDiffusionNovelty checkpoint")
     latent_dim = int(state["z_mean"].shape[0])
+    if hparams.get("inputs") == "transition" and not any(
+        k.startswith("outcome_test.") for k in state
+    ):
+        raise ValueError(
+            f"{path!r} is a transition novelty checkpoint from before the outcome test "
+            "(2026-12-02): train it again (python cli.py fit --config "
+            "configs/novelty_transitions.yaml)"
+        )
     hparams.update(latent_dim=latent_dim, encoder_ckpt=None, observation_shape=None)
     with _own_hyperparameters():
         model = LatentDiffusionNovelty(**hparams)

@@ -254,6 +254,8 @@ class SACModule(L.LightningModule):
             novelty_ckpt,
             novelty_online,
             novelty_hidden_dim,
+            inputs=novelty_inputs,
+            action_dim=action_dim,
         )
         self.novelty_scoring = (
             None
@@ -393,7 +395,7 @@ class SACModule(L.LightningModule):
         params = [[*encoder, *self.critic.parameters()], list(self.actor.parameters())]
         params.append([self.log_alpha])
         if self.hparams.novelty_online:
-            params.append(list(self.novelty.denoiser.parameters()))
+            params.append(self.novelty.trainable_parameters())
         if isinstance(self.attribution, CounterfactualHeads):
             params.append([p for p in self.attribution.parameters() if p.requires_grad])
         rates = self._learning_rates()
