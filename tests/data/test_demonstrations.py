@@ -12,7 +12,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from tests.models.conftest import make_run
-from v2p.data.demonstrations import Demonstration
+from v2p.data.demonstrations import Demonstration, even_interleaving
 from v2p.data.recording import record_episode
 from v2p.data.rollout import RolloutDataModule
 from v2p.envs.optimal import optimal_policy
@@ -82,12 +82,15 @@ def test_half_of_every_batch_is_demonstrations_with_their_source(tmp_path, exper
     recorded = {tuple(a) for a in data["actions"].round(5)}
     for sample in batches.samples:
         assert sample.obs.shape == (32, 7)
-        np.testing.assert_array_equal(sample.source[:16], 0)
-        np.testing.assert_array_equal(sample.source[16:], 1)
+        demo = sample.source == 1
+        assert int(demo.sum()) == 16 and set(sample.source.tolist()) == {0, 1}
+        # Interleaved evenly, so the first rows that the attribution heads and the novelty
+        # model read hold demonstrations in the batch's share too.
+        np.testing.assert_array_equal(sample.source[:8], [0, 1] * 4)
         # The demonstration rows are recorded transitions: their actions, task states as obs.
-        assert {tuple(a) for a in sample.action[16:].numpy().round(5)} <= recorded
+        assert {tuple(a) for a in sample.action[demo].numpy().round(5)} <= recorded
         states = torch.from_numpy(data["states"])
-        for obs in sample.obs[16:]:
+        for obs in sample.obs[demo]:
             assert (states == obs).all(dim=1).any()
     assert dm.hparams["demonstrations"] == [
         {"name": "expert", "path": str(expert), "max_episodes": None, "owner": None}
@@ -117,7 +120,9 @@ def test_clip_observations_are_the_recorded_clips(tmp_path, expert):
     ]
     clips = torch.from_numpy(np.stack(clips))
     for sample in batches.samples:
-        for obs, next_obs in zip(sample.obs[6:], sample.next_obs[6:], strict=True):
+        demo = sample.source == 1
+        assert int(demo.sum()) == 2
+        for obs, next_obs in zip(sample.obs[demo], sample.next_obs[demo], strict=True):
             at = int(torch.nonzero((clips == obs).flatten(1).all(dim=1))[0])
             assert (clips[at + 1] == next_obs).all()
 
@@ -220,7 +225,8 @@ def test_a_customers_demonstrations_are_attributed_at_its_sites(tmp_path, expert
         tmp_path / "heads",
         max_steps=20,
         data_kwargs=data,
-        model_kwargs={"source_names": names, "attribution": {"hidden_dim": 8}},
+        # The heads train on the first half of each batch, as the sources config's do.
+        model_kwargs={"source_names": names, "attribution": {"hidden_dim": 8, "batch": 16}},
     )
     trainer.fit(model, dm)
     assert dm.source_sites == [0, 1, 1]
@@ -229,6 +235,9 @@ def test_a_customers_demonstrations_are_attributed_at_its_sites(tmp_path, expert
     expected = evaluation.site_mpl[0][1] - evaluation.site_mpl[3][1]
     assert evaluation.contributions[2] == pytest.approx(expected)
     assert np.isfinite(evaluation.contributions).all()
+    # The heads saw the dataset (with the demonstrations last in each batch, the first half
+    # held none: every head then trained alike and the dataset measured exactly 0).
+    assert evaluation.contributions[2] != 0.0
 
     model, dm, trainer = make_run(
         tmp_path / "gradient",
@@ -242,3 +251,15 @@ def test_a_customers_demonstrations_are_attributed_at_its_sites(tmp_path, expert
         RolloutDataModule(
             sources=sources, demonstrations=[Demonstration("d", str(expert), owner="someone")]
         )
+
+
+@pytest.mark.parametrize(("first", "second"), [(16, 16), (24, 8), (5, 3), (7, 0), (0, 4)])
+def test_every_prefix_of_a_mixed_batch_holds_the_batchs_share(first, second):
+    order = even_interleaving(first, second)
+    assert sorted(order.tolist()) == list(range(first + second))
+    from_second = (order >= first).double().cumsum(0)  # second-group rows among the first k
+    k = torch.arange(1, first + second + 1, dtype=torch.float64)
+    assert (from_second - k * second / (first + second)).abs().max() <= 1.0
+    # Each group keeps its own order.
+    assert order[order < first].tolist() == list(range(first))
+    assert order[order >= first].tolist() == list(range(first, first + second))

@@ -32,6 +32,7 @@ from v2p.validation import check_int
 __all__ = [
     "Demonstration",
     "DemonstrationEpisodes",
+    "even_interleaving",
     "load_demonstration",
     "mix_samples",
     "observation",
@@ -176,11 +177,14 @@ def load_demonstration(
 
 
 def mix_samples(online: ReplaySample, offline: ReplaySample) -> ReplaySample:
-    """One batch: the online rows first, then the offline ones.
+    """One batch of the online and offline rows, interleaved evenly.
 
-    Offline rows have index -1 (they have no slot in the online replay, whose priorities
-    the model's novelty feedback updates) and importance weight 1 where the online draw was
-    prioritised.
+    Every prefix of the batch holds the two in the batch's proportion (within a row), because
+    parts of the model read only the first rows of a batch (the attribution heads'
+    ``attribution.batch``, the novelty model's ``novelty_batch``): with the offline rows
+    last, those parts would never see a demonstration. Offline rows have index -1 (they have
+    no slot in the online replay, whose priorities the model's novelty feedback updates) and
+    importance weight 1 where the online draw was prioritised.
     """
     index = None
     if online.index is not None:
@@ -190,4 +194,23 @@ def mix_samples(online: ReplaySample, offline: ReplaySample) -> ReplaySample:
         weight = torch.cat([online.weight, torch.ones_like(offline.reward)])
     fields = ("obs", "action", "reward", "err", "next_obs", "terminated", "source")
     parts = {f: torch.cat([getattr(online, f), getattr(offline, f)]) for f in fields}
-    return ReplaySample(**parts, index=index, weight=weight)
+    order = even_interleaving(len(online.source), len(offline.source))
+    mixed = {f: v[order] for f, v in parts.items()}
+    return ReplaySample(
+        **mixed,
+        index=None if index is None else index[order],
+        weight=None if weight is None else weight[order],
+    )
+
+
+def even_interleaving(first: int, second: int) -> torch.Tensor:
+    """A permutation of ``first + second`` rows (the ``first`` then the ``second``) that
+    spreads each group evenly: row ``i`` of a group of ``n`` goes to position ``(i + 1/2) / n``
+    of the batch, ties to the first group."""
+    keys = torch.cat(
+        [
+            (torch.arange(first, dtype=torch.float64) + 0.5) / max(first, 1),
+            (torch.arange(second, dtype=torch.float64) + 0.5) / max(second, 1),
+        ]
+    )
+    return torch.sort(keys, stable=True).indices
