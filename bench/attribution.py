@@ -163,10 +163,12 @@ def train(
     root: str,
     attribution,
     common_kwargs: dict = COMMON_KWARGS,
+    overrides: tuple[str, ...] = (),
 ):
     """Fit the sources config (with ``sources`` and the catalogue of ``common_kwargs``, or as
     shipped when None), with its attribution (True), none (False) or these attribution
-    settings (a dict); (model, EconomicsCallback, log dir, seconds in fit)."""
+    settings (a dict), and any further command-line ``overrides``; (model,
+    EconomicsCallback, log dir, seconds in fit)."""
     args = [
         "--config",
         str(CONFIG),
@@ -185,7 +187,7 @@ def train(
         args.append("--model.init_args.attribution=null")
     elif isinstance(attribution, dict):
         args.append(f"--model.init_args.attribution={json.dumps(attribution)}")
-    cli = cli_main(args, run=False)
+    cli = cli_main([*args, *overrides], run=False)
     start = time.perf_counter()
     cli.trainer.fit(cli.model, cli.datamodule)
     seconds = time.perf_counter() - start
@@ -205,6 +207,15 @@ def credited(ledger: Path) -> dict[str, float]:
 
 def spearman(x: list[float], y: list[float]) -> float:
     return float(spearman_corrcoef(torch.tensor(x), torch.tensor(y)))
+
+
+def quote_correlation(economics: EconomicsCallback) -> float | None:
+    """Spearman of the ex-ante novelty quote against the attributions it learnt from, over its
+    samples once it quotes (None before three)."""
+    quotes = [q for q in economics.pricer.quotes if q.predicted != 0.0]
+    if len(quotes) <= 2:
+        return None
+    return spearman([q.predicted for q in quotes], [q.attributed for q in quotes])
 
 
 def mean_of(values: dict[str, list[float]]) -> list[float]:
@@ -247,11 +258,9 @@ def main() -> None:
             for variant, values in model_g.attribution.variants.items():
                 for k in CUSTOMERS:
                     gradient[variant][k].append(values[names.index(k)])
-            quotes = [q for q in economics.pricer.quotes if q.predicted != 0.0]
-            if len(quotes) > 2:
-                quote_rho.append(
-                    spearman([q.predicted for q in quotes], [q.attributed for q in quotes])
-                )
+            rho = quote_correlation(economics)
+            if rho is not None:
+                quote_rho.append(rho)
             for k in CUSTOMERS:
                 without = [s for s in SOURCES if s["name"] != k]
                 model_k, *_ = train(without, seed, args.updates, f"{root}/without-{k}", False)
