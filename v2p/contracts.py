@@ -97,6 +97,9 @@ class EpisodeRecord(NamedTuple):
     length: int
     episode_return: float  # sum of env rewards (for the economic envs: sum of profit rates)
     shift: ShiftCounts | None  # None: the env reports no economics
+    # Steps acted by the warm-up's uniform random actions rather than the policy (the shift
+    # constraint can leave such shifts out of its multiplier: lambda_skip_warmup).
+    random_steps: int = 0
 
 
 class RolloutBatch(NamedTuple):

@@ -62,3 +62,17 @@ def test_only_the_economic_sites_of_a_mixed_step_give_shifts():
     economic, plain = tracker.step(np.ones(2), np.ones(2, bool), info)
     assert economic.shift is not None and economic.shift.hours == 1.0
     assert plain.shift is None and plain.source == 1
+
+
+def test_random_action_steps_are_counted_per_episode_and_survive_old_state():
+    tracker = EpisodeTracker(2, np.zeros(2))
+    not_done = np.zeros(2, bool)
+    tracker.step(np.zeros(2), not_done, economic_info(2), random_actions=True)
+    state = tracker.state_dict()
+    tracker.step(np.zeros(2), not_done, economic_info(2), random_actions=True)
+    (first, _) = tracker.step(np.zeros(2), np.ones(2, bool), economic_info(2))
+    assert (first.length, first.random_steps) == (3, 2)
+    del state["sums"]["random_steps"]  # a checkpoint from before they were counted
+    tracker.load_state_dict(state)
+    (resumed, _) = tracker.step(np.zeros(2), np.ones(2, bool), economic_info(2))
+    assert (resumed.length, resumed.random_steps) == (2, 0)

@@ -105,6 +105,34 @@ def test_dual_ascent_once_per_finished_shift(run_factory):
     assert model.constraint.lagrange.item() == pytest.approx(model.constraint.value)
 
 
+@pytest.mark.parametrize("skip_warmup", [False, True])
+def test_warmup_shifts_are_left_out_of_the_multiplier_when_asked(run_factory, skip_warmup):
+    """Each env's 32 warm-up steps (64 env steps over 2 envs) fill three 10-step shifts and 2
+    steps of the fourth: with lambda_skip_warmup those 4 shifts per env move neither lambda nor
+    the curriculum."""
+    model, dm, trainer = run_factory(
+        max_steps=80,
+        env_kwargs={"damage_cost": 0.0, "steps": 10},
+        model_kwargs={
+            "dual_lr": 0.5,
+            "err_target_init": 0.0,
+            "err_target_final": 0.0,
+            "lambda_skip_warmup": skip_warmup,
+        },
+    )
+    seen = []
+    account = model.constraint.account_episodes
+    model.constraint.account_episodes = lambda episodes, *a: seen.extend(episodes) or account(
+        episodes, *a
+    )
+    trainer.fit(model, dm)
+    random_steps = sorted((r.random_steps for r in seen), reverse=True)
+    assert random_steps[:8] == [10] * 6 + [2] * 2 and set(random_steps[8:]) == {0}
+    left_out = 8 if skip_warmup else 0
+    assert model.constraint.shifts_seen == len(seen) - left_out == dm.env_steps // 10 - left_out
+    assert model.constraint.value > 0
+
+
 def test_pendulum_trains_with_the_same_module(run_factory):
     model, dm, trainer = run_factory(env_id="Pendulum-v1", max_steps=20)
     trainer.fit(model, dm)

@@ -35,14 +35,19 @@ class EpisodeTracker:
         self.reset_all()
 
     def reset_all(self) -> None:
-        keys = ("length", "return", *SHIFT_INFO_KEYS, *EXPECTED_INFO_KEYS)
+        keys = ("length", "return", "random_steps", *SHIFT_INFO_KEYS, *EXPECTED_INFO_KEYS)
         self._sums = {key: np.zeros(self.num_envs) for key in keys}
         self._prices = {key: np.full(self.num_envs, np.nan) for key in PRICE_INFO_KEYS}
 
     def step(
-        self, reward: np.ndarray, done: np.ndarray, info: dict[str, Any]
+        self,
+        reward: np.ndarray,
+        done: np.ndarray,
+        info: dict[str, Any],
+        random_actions: bool = False,
     ) -> list[EpisodeRecord]:
         """Add one step of every env; return records of the episodes that ended in it.
+        ``random_actions``: the step's actions were the warm-up's, not the policy's.
 
         Raises ``KeyError`` when a site's accounting record is partial, or when a site that
         reported it before (its prices are known) reports none of it.
@@ -50,6 +55,7 @@ class EpisodeTracker:
         sums = self._sums
         sums["length"] += 1
         sums["return"] += reward
+        sums["random_steps"] += float(random_actions)
         economic, record = read_accounting(info, self.num_envs, self.env)
         stopped = economic < ~np.isnan(self._prices["step_hours"])
         if stopped.any():
@@ -97,6 +103,7 @@ class EpisodeTracker:
             length=int(sums["length"][i]),
             episode_return=float(sums["return"][i]),
             shift=shift,
+            random_steps=int(sums["random_steps"][i]),
         )
 
     def state_dict(self) -> dict[str, dict[str, np.ndarray]]:
@@ -107,4 +114,6 @@ class EpisodeTracker:
 
     def load_state_dict(self, state: dict[str, dict[str, np.ndarray]]) -> None:
         self._sums = {k: np.array(v, dtype=np.float64) for k, v in state["sums"].items()}
+        # Checkpoints from before random_steps was counted (2026-12-02): none counted.
+        self._sums.setdefault("random_steps", np.zeros(self.num_envs))
         self._prices = {k: np.array(v, dtype=np.float64) for k, v in state["prices"].items()}

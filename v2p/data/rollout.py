@@ -578,7 +578,7 @@ class RolloutDataModule(L.LightningDataModule):
             self.env_sources,
             episode_start=self._episode_start,
         )
-        self._pending_episodes.extend(self._tracker.step(reward, done, info))
+        self._pending_episodes.extend(self._tracker.step(reward, done, info, random_actions))
         self._obs = next_obs
         self._episode_start = done
         self.env_steps += self.num_envs

@@ -36,6 +36,11 @@ class ShiftConstraint(nn.Module):
         lambda_kp, lambda_kd: the proportional and derivative gains ``K_p``, ``K_d``.
         lambda_ema: weight of the newest shift's gap in its EMA ``g_s``, in [0, 1].
         err_target_init, err_target_final, curriculum_episodes: the error-target curriculum.
+        skip_warmup: leave out of the multiplier and the curriculum every shift with a step
+            acted by the warm-up's random actions (``EpisodeRecord.random_steps``): the target
+            binds the policy, and random actions' error rates (0.3 to 0.5 on the physics env)
+            would otherwise give the proportional and integral terms a spike before the
+            policy has acted once. The ledger still records those shifts.
     """
 
     def __init__(
@@ -48,11 +53,13 @@ class ShiftConstraint(nn.Module):
         lambda_kp: float = 0.0,
         lambda_kd: float = 0.0,
         lambda_ema: float = 1.0,
+        skip_warmup: bool = False,
     ) -> None:
         super().__init__()
         self.err_target_init = check_scalar("err_target_init", err_target_init, ge=0, le=1)
         self.err_target_final = check_scalar("err_target_final", err_target_final, ge=0, le=1)
         self.curriculum_episodes = check_int("curriculum_episodes", curriculum_episodes, ge=0)
+        self.skip_warmup = bool(skip_warmup)
         self.dual = PIDLagrangian(
             lambda_init=lambda_init, k_p=lambda_kp, k_i=dual_lr, k_d=lambda_kd, ema=lambda_ema
         )
@@ -107,19 +114,27 @@ class ShiftConstraint(nn.Module):
         every other rank's: all of them in rank order, and where this rank's start).
 
         Returns the (error target, lambda) in force after each episode, aligned with
-        ``episodes`` (an episode without a shift gets the current pair), and whether any
-        shift, on any rank, updated the multiplier.
+        ``episodes`` (an episode without a shift, or a warm-up shift left out, gets the current
+        pair), and whether any shift, on any rank, updated the multiplier.
         """
+        counted = [self.counts(r) for r in episodes]
         local = [
             float(error_rate(r.shift.errors, r.shift.attempts))
-            for r in episodes
-            if r.shift is not None
+            for r, c in zip(episodes, counted, strict=True)
+            if c
         ]
         errors, first = gather(local)
         after = self.account(errors)  # (target, lambda) after each shift, global order
         mine = iter(after[first : first + len(local)])
-        pairs = [next(mine) if r.shift is not None else (self.target, self.value) for r in episodes]
+        pairs = [next(mine) if c else (self.target, self.value) for c in counted]
         return pairs, bool(errors)
+
+    def counts(self, record: EpisodeRecord) -> bool:
+        """Whether ``record`` updates the multiplier: a shift, and not a warm-up one when
+        ``skip_warmup``."""
+        if record.shift is None:
+            return False
+        return not (self.skip_warmup and record.random_steps > 0)
 
     def checkpoint_state(self) -> dict[str, Any]:
         """What the buffers do not hold: the multiplier's state and the shift count."""

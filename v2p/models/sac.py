@@ -132,6 +132,8 @@ class SACModule(L.LightningModule):
         lambda_init, dual_lr, lambda_kp, lambda_kd, lambda_ema, err_target_init,
             err_target_final, curriculum_episodes: the quality constraint, a PID Lagrangian
             (:class:`~v2p.models.constraint.ShiftConstraint`).
+        lambda_skip_warmup: the constraint leaves the warm-up's random-action shifts out of
+            the multiplier and the curriculum (``ShiftConstraint``'s ``skip_warmup``).
         finite_check_every: updates between checks that the losses are finite (a host sync).
         compile_update: run the SAC losses (encoder, actor, critics) through ``torch.compile``;
             the first updates are slower while it compiles. Off by default.
@@ -190,6 +192,7 @@ class SACModule(L.LightningModule):
         lambda_kp: float = 0.0,
         lambda_kd: float = 0.0,
         lambda_ema: float = 1.0,
+        lambda_skip_warmup: bool = False,
         finite_check_every: int = 100,
         compile_update: bool = False,
         compile_mode: str = "default",
@@ -306,6 +309,7 @@ class SACModule(L.LightningModule):
             lambda_kp,
             lambda_kd,
             lambda_ema,
+            lambda_skip_warmup,
         )
         self.attribution = build_attribution(
             attribution,
