@@ -122,8 +122,8 @@ def test_warmup_shifts_are_left_out_of_the_multiplier_when_asked(run_factory, sk
     )
     seen = []
     account = model.constraint.account_episodes
-    model.constraint.account_episodes = lambda episodes, *a: seen.extend(episodes) or account(
-        episodes, *a
+    model.constraint.account_episodes = lambda episodes, *a: (
+        seen.extend(episodes) or account(episodes, *a)
     )
     trainer.fit(model, dm)
     random_steps = sorted((r.random_steps for r in seen), reverse=True)
