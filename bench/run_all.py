@@ -130,6 +130,17 @@ BENCHES: tuple[Bench, ...] = (
         ("attribution.py", "--seeds", "0", "--updates", "1000"),
     ),
     Bench(
+        "attribution_quote",
+        ("attribution_quote.py", "--seeds", "0", "1", "2", "--updates", "5000"),
+        ("attribution_quote.py", "--seeds", "0", "--updates", "1000"),
+    ),
+    Bench(
+        "demo_attribution",
+        ("demo_attribution.py", "--seeds", "0", "1", "2", "--updates", "2000"),
+        ("demo_attribution.py", "--seeds", "0", "--updates", "300", "--episodes", "2",
+         "--eval-every", "100"),
+    ),
+    Bench(
         "attribution_handling",
         ("attribution_handling.py", "--design", "benchmark", "--seeds", "0", "1", "2",
          "--without", "customer_pots"),
