@@ -12,7 +12,8 @@ any run:
   uploads ``pots_expert``, 20 shifts of the optimal policy on a pots-only site (pots are
   handled fast and carelessly, unlike anything the platform does): a useful upload.
 - ``customer_random``: a site of the platform's mix; it uploads ``random_upload``, 20 shifts of
-  uniformly random actions on the platform's mix, with their true rewards: about useless.
+  uniformly random actions on the platform's mix, with their true rewards: expected about
+  useless (measured: worth +2.7 units/hr in this budget, docs/benchmarks.md).
 - ``customer_corrupt``: a site of the platform's mix; it uploads ``corrupt_upload``, 20
   optimal shifts on the platform's mix whose rewards were replaced by uniform draws over the
   range profits take (-30 to 40 $/hr): a harmful upload (it teaches that the best actions pay
