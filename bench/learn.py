@@ -46,11 +46,15 @@ VIDEO_CONFIG = "configs/dishwashing_video.yaml"
 
 
 def env_step_budget(
-    config: str, env_steps: int, eval_every: int | None = None, warmup_steps: int | None = None
+    config: str,
+    env_steps: int,
+    eval_every: int | None = None,
+    warmup_steps: int | None = None,
+    updates_per_step: int | None = None,
 ) -> list[str]:
     """CLI overrides that end a run of ``config`` at ``env_steps`` env steps, evaluating every
     ``eval_every`` env steps (default: the config's epochs), after ``warmup_steps`` random
-    ones (default: the config's).
+    ones, with ``updates_per_step`` updates per batched env step (defaults: the config's).
 
     ``trainer.max_steps`` counts gradient updates, which start after the config's warm-up env
     steps; then every batched step of ``num_envs`` env steps makes ``updates_per_step``
@@ -59,6 +63,8 @@ def env_step_budget(
     data = yaml.safe_load((ROOT / config).read_text())["data"]["init_args"]
     if warmup_steps is not None:
         data["warmup_steps"] = warmup_steps
+    if updates_per_step is not None:
+        data["updates_per_step"] = updates_per_step
     per_env_step = data["updates_per_step"] / data["num_envs"]
     if env_steps <= data["warmup_steps"]:
         raise ValueError(
@@ -68,6 +74,8 @@ def env_step_budget(
     overrides = [f"--trainer.max_steps={round((env_steps - data['warmup_steps']) * per_env_step)}"]
     if warmup_steps is not None:
         overrides.append(f"--data.init_args.warmup_steps={warmup_steps}")
+    if updates_per_step is not None:
+        overrides.append(f"--data.init_args.updates_per_step={updates_per_step}")
     if eval_every is not None:
         overrides.append(f"--data.init_args.updates_per_epoch={round(eval_every * per_env_step)}")
     return overrides
@@ -319,6 +327,8 @@ def bench_demos(
     episodes: int,
     datasets: Sequence[str] = ("optimal", "random"),
     skip_baseline: bool = False,
+    overrides: Sequence[str] = (),
+    updates_per_step: int | None = None,
 ) -> list[str]:
     """RLPD on ``config``'s task: half of every batch from ``episodes`` recorded shifts,
     against the same run without them, all after a warm-up of one batch (the least the data
@@ -329,6 +339,9 @@ def bench_demos(
     and uniformly random actions (what a useless upload looks like); ``datasets`` chooses
     them, and ``skip_baseline`` leaves out the arm without demonstrations (to add arms to a
     table measured before). The critic LayerNorm arms run on the state task only.
+    ``overrides`` (CLI arguments, e.g. ``--model.init_args.augment_shift=4``) go to every arm
+    and into its name; ``updates_per_step`` replaces the config's update-to-data ratio (RLPD
+    takes many updates per env step) with the budget still counted in env steps.
     """
     from v2p.record import record
 
@@ -341,7 +354,9 @@ def bench_demos(
         "",
         *HEADER,
     ]
-    budget = env_step_budget(config, steps, eval_every, warmup_steps=warmup)
+    budget = env_step_budget(config, steps, eval_every, warmup, updates_per_step)
+    ratio = [] if updates_per_step is None else [f"updates_per_step {updates_per_step}"]
+    label = [*ratio, *overrides]
     with tempfile.TemporaryDirectory() as data_root:
         folders = {}
         for policy in datasets:
@@ -349,14 +364,14 @@ def bench_demos(
             record(str(folder), episodes=episodes, policy=policy, seed=99, progress=False)
             folders[policy] = folder
         arms = demo_arms(folders, config, skip_baseline)
-        for name, overrides in arms.items():
+        for name, arm in arms.items():
             curves = []
             for seed in seeds:
                 with tempfile.TemporaryDirectory() as root:
-                    curve, _ = run_v2p(config, [*budget, *overrides], seed, root)
+                    curve, _ = run_v2p(config, [*budget, *arm, *overrides], seed, root)
                 curves.append(curve)
                 progress(f"{name} seed {seed}: {curve.expected_profit}")
-            lines += summarise(name, curves, ceiling, steps)
+            lines += summarise(" ".join([name, *label]), curves, ceiling, steps)
     return lines
 
 
@@ -475,7 +490,14 @@ def main() -> None:
     parser.add_argument("--demo-task", choices=["state", "video"], default="state")
     parser.add_argument("--skip-baseline", action="store_true", help="demos: no demo-free arm")
     parser.add_argument(
-        "--datasets", nargs="+", choices=["optimal", "random"], default=["optimal", "random"]
+        "--updates-per-step", type=int, default=None, help="demos: updates per batched env step"
+    )
+    parser.add_argument(
+        "--datasets",
+        nargs="*",
+        choices=["optimal", "random"],
+        default=["optimal", "random"],
+        help="demos: the recorded datasets (none: the arm without demonstrations only)",
     )
     args, overrides = parser.parse_known_args()
     if args.task == "state":
@@ -492,6 +514,8 @@ def main() -> None:
             args.episodes,
             args.datasets,
             args.skip_baseline,
+            overrides,
+            args.updates_per_step,
         )
     elif args.task == "video":
         if args.steps is not None:

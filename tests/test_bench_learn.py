@@ -24,6 +24,16 @@ def test_a_budget_counts_the_warm_up_env_steps():
     assert env_step_budget(VIDEO_CONFIG, 50_000) == ["--trainer.max_steps=6000"]
 
 
+def test_a_budget_with_more_updates_per_env_step_ends_at_the_same_env_step():
+    # Video after a warm-up of 64: 16 envs and 16 updates per batched step, one an env step.
+    assert env_step_budget(VIDEO_CONFIG, 12_064, 1_000, 64, 16) == [
+        "--trainer.max_steps=12000",
+        "--data.init_args.warmup_steps=64",
+        "--data.init_args.updates_per_step=16",
+        "--data.init_args.updates_per_epoch=1000",
+    ]
+
+
 def test_a_budget_within_the_warm_up_is_refused():
     with pytest.raises(ValueError, match="1000 warm-up env steps"):
         env_step_budget(STATE_CONFIG, 1_000)

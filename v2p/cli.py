@@ -32,6 +32,7 @@ RESUMABLE_MODEL_ARGS = frozenset(
         "tau",
         "reward_scale",
         "target_entropy",
+        "augment_shift",  # the replay's pixels are the same with or without it
         # Evaluation only: an average started on resume begins from the checkpoint's weights.
         "policy_average_decay",
         "finite_check_every",

@@ -156,6 +156,84 @@ def test_video_task_trains_with_a_cnn_encoder(run_factory):
     assert sample.obs.dtype == torch.uint8 and sample.obs.shape == (4, 4, 3, 32, 32)
 
 
+TINY_VIDEO = {
+    "env_id": "v2p/DishwashingVideo-v0",
+    "env_kwargs": {"frames": 4, "height": 32, "width": 32},
+    "data_kwargs": {"batch_size": 8, "warmup_steps": 16, "updates_per_epoch": 3},
+}
+
+
+def shift_of(stored: torch.Tensor, seen: torch.Tensor, pad: int) -> tuple[int, int] | None:
+    """The offset by which ``seen`` is a replicate-padded translation of clip ``stored``
+    (T, C, H, W), or None."""
+    h, w = stored.shape[-2:]
+    for dy, dx in itertools.product(range(-pad, pad + 1), repeat=2):
+        rows = (torch.arange(h) + dy).clamp(0, h - 1)
+        cols = (torch.arange(w) + dx).clamp(0, w - 1)
+        if torch.equal(stored[..., rows, :][..., cols], seen):
+            return dy, dx
+    return None
+
+
+def test_augment_shift_trains_on_clips_shifted_one_by_one(tmp_path):
+    model, dm, trainer = make_run(
+        tmp_path,
+        **TINY_VIDEO,
+        max_steps=3,
+        model_kwargs={"encoder_arch": "simple2dcnn", "encoder_channels": 8, "augment_shift": 2},
+    )
+    samples, latents_of = [], []
+    update, replay_latent = model.update, model.encoding.replay_latent
+    model.update = lambda batch: samples.append(batch.sample) or update(batch)
+    model.encoding.replay_latent = lambda obs: latents_of.append(obs) or replay_latent(obs)
+    trainer.fit(model, dm)
+    assert len(samples) == 3 and len(latents_of) == 6  # the next clips, then the clips
+    for sample, next_seen, seen in zip(samples, latents_of[::2], latents_of[1::2], strict=True):
+        shifts = [shift_of(a, b, 2) for a, b in zip(sample.obs, seen, strict=True)]
+        next_shifts = [shift_of(a, b, 2) for a, b in zip(sample.next_obs, next_seen, strict=True)]
+        assert None not in shifts and None not in next_shifts  # translations by at most 2
+        assert len(set(shifts)) > 1  # each clip its own shift
+        assert shifts != next_shifts  # the next clips shifted apart
+    assert not torch.equal(samples[0].obs, latents_of[1])
+
+
+def test_resume_with_augment_shift_retraces_the_uninterrupted_run(tmp_path):
+    kwargs = {
+        **TINY_VIDEO,
+        "model_kwargs": {"encoder_arch": "simple2dcnn", "encoder_channels": 8, "augment_shift": 2},
+    }
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=3, save_top_k=-1)
+    model_a, dm_a, trainer_a = make_run(tmp_path / "a", max_steps=6, **kwargs)
+    trainer_a.fit(model_a, dm_a)
+    model_b, dm_b, trainer_b = make_run(
+        tmp_path / "b", max_steps=3, callbacks=[checkpoint], **kwargs
+    )
+    trainer_b.fit(model_b, dm_b)
+    model_c, dm_c, trainer_c = make_run(tmp_path / "b", max_steps=6, seed=5, **kwargs)
+    trainer_c.fit(model_c, dm_c, ckpt_path=str(tmp_path / "ckpt" / "epoch=0-step=3.ckpt"))
+    a, c = weights(model_a), weights(model_c)
+    for key in a:
+        torch.testing.assert_close(a[key], c[key], rtol=0, atol=0, msg=key)
+
+
+def test_augment_shift_needs_clip_pixels_in_the_replay():
+    with pytest.raises(ValueError, match=r"augment_shift=2 .* shape \(7,\), not clips"):
+        SACModule((7,), [0.0, 0.0], [1.0, 1.0], augment_shift=2)
+    clip = (4, 3, 32, 32)
+    with pytest.raises(ValueError, match=r"augment_shift=2 .*set cache_frame_features=false"):
+        SACModule(
+            clip, [0.0, 0.0], [1.0, 1.0], encoder_arch="simple2dcnn", freeze_encoder="trunk",
+            augment_shift=2,
+        )  # fmt: skip
+    with pytest.raises(ValueError, match="augment_shift"):
+        SACModule(clip, [0.0, 0.0], [1.0, 1.0], encoder_arch="simple2dcnn", augment_shift=-1)
+    # The frozen trunk with pixels in the replay is augmented.
+    SACModule(
+        clip, [0.0, 0.0], [1.0, 1.0], encoder_arch="simple2dcnn", freeze_encoder="trunk",
+        cache_frame_features=False, augment_shift=2,
+    )  # fmt: skip
+
+
 def test_exact_resume_matches_an_uninterrupted_run(tmp_path):
     """N updates, then resume for M more == N + M in one run: weights, losses, RNG."""
     root_a, root_b = tmp_path / "a", tmp_path / "b"

@@ -52,6 +52,7 @@ from v2p.contracts import (
     source_sites_of,
 )
 from v2p.encoders import encoder_from_hparams
+from v2p.encoders.augment import random_shift
 from v2p.models.attribution import AttributionSettings, CounterfactualHeads, build_attribution
 from v2p.models.components import Actor, TwinCritic
 from v2p.models.constraint import ShiftConstraint, gather_in_rank_order
@@ -97,6 +98,12 @@ class SACModule(L.LightningModule):
             fixed part makes of each frame (:mod:`v2p.models.encoder_training`).
         reset_encoder_head: re-initialise the head after loading ``encoder_ckpt`` (with
             ``freeze_encoder: trunk``: pretrained features, a fusion learnt for this task).
+        augment_shift: DrQ's random shift (Kostrikov et al. 2020) of every replayed clip by
+            up to this many pixels in each update, the next clips shifted apart from the
+            clips; 0 (the default) trains on the clips as stored. Acting never shifts. It
+            keeps a critic-trained encoder from memorising the few clips of a small
+            dataset, such as demonstrations drawn into every batch. Needs pixels in the
+            replay (clip observations, no cached features).
         novelty_ckpt: a trained :class:`~v2p.models.novelty.LatentDiffusionNovelty` checkpoint
             (frozen) that scores every batch's latents; it must have been trained on this
             encoder's latents, so use it with the same pretrained, frozen encoder.
@@ -163,6 +170,7 @@ class SACModule(L.LightningModule):
         freeze_encoder: bool | Literal["trunk"] = False,
         reset_encoder_head: bool = False,
         cache_frame_features: bool = True,
+        augment_shift: int = 0,
         novelty_ckpt: str | None = None,
         novelty_online: bool = False,
         novelty_lr: float = 1e-3,
@@ -208,6 +216,7 @@ class SACModule(L.LightningModule):
         if target_entropy is not None:
             check_scalar("target_entropy", target_entropy)
         check_int("finite_check_every", finite_check_every, ge=1)
+        check_int("augment_shift", augment_shift, ge=0)
         check_novelty_settings(
             novelty_online, novelty_fit_sources, novelty_batch, novelty_calibration_updates
         )  # here, not in NoveltyScoring: they must hold with no novelty model too
@@ -252,6 +261,17 @@ class SACModule(L.LightningModule):
         self.encoding = EncoderTraining(
             self.encoder, freeze_encoder, cache_frame_features, observation_shape
         )
+        if augment_shift and (len(observation_shape) != 4 or self.encoding.replay_features):
+            raise ValueError(
+                f"augment_shift={augment_shift} shifts the replay's clip pixels, but "
+                + (
+                    f"the observations are of shape {tuple(observation_shape)}, not clips "
+                    "(T, C, H, W)"
+                    if len(observation_shape) != 4
+                    else f"the replay stores the frozen encoder's {self.encoding.replay_features} "
+                    "features; set cache_frame_features=false to augment"
+                )
+            )
         self.novelty = build_novelty_model(
             novelty_feature_dim(novelty_inputs, latent_dim, action_dim),
             novelty_ckpt,
@@ -501,8 +521,12 @@ class SACModule(L.LightningModule):
         penalty = self.constraint.penalty(s.err)  # (B,)
         reward = hp.reward_scale * (s.reward - penalty)
 
+        obs, next_obs = s.obs, s.next_obs
+        if hp.augment_shift:  # each clip its own shift, the next clip apart from it (DrQ)
+            obs = random_shift(obs, hp.augment_shift)
+            next_obs = random_shift(next_obs, hp.augment_shift)
         with torch.no_grad():
-            z_next = self.encoding.replay_latent(s.next_obs)
+            z_next = self.encoding.replay_latent(next_obs)
             next_action, next_log_prob = self.actor.sample(z_next)
             q1_next, q2_next = self.critic_target(z_next, next_action)
             soft_value = torch.min(q1_next, q2_next) - alpha * next_log_prob
@@ -510,7 +534,7 @@ class SACModule(L.LightningModule):
 
         # (B, latent_dim), trained by the critic loss only (unless frozen)
         with torch.set_grad_enabled(self.encoding.learns):
-            z = self.encoding.replay_latent(s.obs)
+            z = self.encoding.replay_latent(obs)
         q1, q2 = self.critic(z, s.action)
         squared = (q1 - target_q).square() + (q2 - target_q).square()
         if s.weight is None:
