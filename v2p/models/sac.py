@@ -261,16 +261,16 @@ class SACModule(L.LightningModule):
         self.encoding = EncoderTraining(
             self.encoder, freeze_encoder, cache_frame_features, observation_shape
         )
-        if augment_shift and (len(observation_shape) != 4 or self.encoding.replay_features):
+        if augment_shift and len(observation_shape) != 4:
             raise ValueError(
-                f"augment_shift={augment_shift} shifts the replay's clip pixels, but "
-                + (
-                    f"the observations are of shape {tuple(observation_shape)}, not clips "
-                    "(T, C, H, W)"
-                    if len(observation_shape) != 4
-                    else f"the replay stores the frozen encoder's {self.encoding.replay_features} "
-                    "features; set cache_frame_features=false to augment"
-                )
+                f"augment_shift={augment_shift} shifts clip pixels, but the observations are of "
+                f"shape {tuple(observation_shape)}, not clips (T, C, H, W)"
+            )
+        if augment_shift and self.encoding.replay_features:
+            raise ValueError(
+                f"augment_shift={augment_shift} shifts the replay's clip pixels, but the replay "
+                f"stores the frozen encoder's {self.encoding.replay_features} features; set "
+                "cache_frame_features=false to augment"
             )
         self.novelty = build_novelty_model(
             novelty_feature_dim(novelty_inputs, latent_dim, action_dim),
