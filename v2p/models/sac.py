@@ -100,10 +100,11 @@ class SACModule(L.LightningModule):
             ``freeze_encoder: trunk``: pretrained features, a fusion learnt for this task).
         augment_shift: DrQ's random shift (Kostrikov et al. 2020) of every replayed clip by
             up to this many pixels in each update, the next clips shifted apart from the
-            clips; 0 (the default) trains on the clips as stored. Acting never shifts. It
-            keeps a critic-trained encoder from memorising the few clips of a small
-            dataset, such as demonstrations drawn into every batch. Needs pixels in the
-            replay (clip observations, no cached features).
+            clips; 0 (the default) trains on the clips as stored. Acting never shifts. Meant
+            to keep a critic-trained encoder from memorising a small dataset's clips (such
+            as demonstrations drawn into every batch); on the synthetic video it did not
+            help with demonstrations and cost 10 points without (docs/benchmarks.md). Needs
+            pixels in the replay (clip observations, no cached features).
         novelty_ckpt: a trained :class:`~v2p.models.novelty.LatentDiffusionNovelty` checkpoint
             (frozen) that scores every batch's latents; it must have been trained on this
             encoder's latents, so use it with the same pretrained, frozen encoder.
