@@ -2,6 +2,7 @@
 
     taskset -c 0 python bench/physics.py [--seconds 10] [--resets 1000] [--docs docs]
     python bench/physics.py --curve logs/dishwashing_physics/version_0   # after a SAC run
+    python bench/physics.py --curve RUN_DIR --curve-png /tmp/other_run.png  # not the docs' plot
     python bench/physics.py --calibration logs/dishwashing_physics/version_0/checkpoints/last.ckpt
 
 Targets (issue 6): at least 150 env steps/s with rendering at 64x64 on one core; resident
@@ -285,6 +286,12 @@ def main() -> None:
     parser.add_argument("--docs", type=Path, default=Path("docs"), help="where PNGs go")
     parser.add_argument("--curve", type=Path, default=None, help="a SAC run's log dir")
     parser.add_argument(
+        "--curve-png",
+        type=Path,
+        default=None,
+        help="where --curve's plot goes (default: DOCS/physics_sac_curve.png, the docs' figure)",
+    )
+    parser.add_argument(
         "--calibration",
         type=Path,
         default=None,
@@ -297,7 +304,9 @@ def main() -> None:
     args.docs.mkdir(parents=True, exist_ok=True)
     out = results_stream()
     if args.curve is not None:
-        print("\n".join(training_curve(args.curve, args.docs / "physics_sac_curve.png")), file=out)
+        png = args.curve_png or args.docs / "physics_sac_curve.png"
+        png.parent.mkdir(parents=True, exist_ok=True)
+        print("\n".join(training_curve(args.curve, png)), file=out)
         return
     if args.calibration is not None:
         from bench.physics_calibration import load_policy, report
