@@ -18,7 +18,10 @@ from v2p.models.idm import InverseDynamicsModule, load_idm
 from v2p.record import record
 
 VIDEO = {"frames": 4, "height": 32, "width": 32}
-SMALL = dict(encoder_channels=8, latent_dim=32, hidden_dim=64, lr=3e-3)
+# lr 1e-3 (the config's): at 3e-3 the validation R^2 of the revealed dimension swung between
+# 0.3 and 0.99 from epoch to epoch, so where it ended depended on the CPU's rounding (0.85 on
+# one machine, above 0.9 in CI). At 1e-3 it is above 0.95 from the second epoch on.
+SMALL = dict(encoder_channels=8, latent_dim=32, hidden_dim=64, lr=1e-3)
 
 
 def revealing_recording(out, episodes=24, steps=30, seed=0):
@@ -68,7 +71,7 @@ def trained_idm(tmp_path_factory):
         data.observation_shape, data.action_low, data.action_high, ["speed", "care"], **SMALL
     )
     trainer = L.Trainer(
-        max_epochs=3,
+        max_epochs=4,
         logger=False,
         enable_progress_bar=False,
         enable_model_summary=False,
