@@ -301,20 +301,23 @@ def bench_state(
 
 
 def demo_arms(
-    folders: dict[str, Path], config: str, skip_baseline: bool = False
+    folders: dict[str, Path],
+    config: str,
+    skip_baseline: bool = False,
+    demo_overrides: Sequence[str] = (),
 ) -> dict[str, list[str]]:
     """The runs of :func:`bench_demos`: their names and CLI overrides, one per dataset in
-    ``folders`` (policy -> recording) besides the run without demonstrations."""
+    ``folders`` (policy -> recording) besides the run without demonstrations.
+    ``demo_overrides`` go to the runs with demonstrations only, and into their names."""
     arms = {} if skip_baseline else {"no demonstrations": []}
     for policy, folder in folders.items():
         demos = f'--data.init_args.demonstrations=[{{"name": "{policy}", "path": "{folder}"}}]'
-        arms[f"{policy} demonstrations, demo_share 0.5"] = [demos]
+        name = " ".join([f"{policy} demonstrations, demo_share 0.5", *demo_overrides])
+        arms[name] = [demos, *demo_overrides]
     if config == STATE_CONFIG and "optimal" in folders:  # RLPD's LayerNorm in the critics
         layer_norm = "--model.init_args.critic_layer_norm=true"
-        arms["optimal demonstrations, demo_share 0.5, critic LayerNorm"] = [
-            *arms["optimal demonstrations, demo_share 0.5"],
-            layer_norm,
-        ]
+        expert = " ".join(["optimal demonstrations, demo_share 0.5", *demo_overrides])
+        arms[f"{expert}, critic LayerNorm"] = [*arms[expert], layer_norm]
         arms["no demonstrations, critic LayerNorm"] = [layer_norm]
     return arms
 
@@ -329,6 +332,7 @@ def bench_demos(
     skip_baseline: bool = False,
     overrides: Sequence[str] = (),
     updates_per_step: int | None = None,
+    demo_overrides: Sequence[str] = (),
 ) -> list[str]:
     """RLPD on ``config``'s task: half of every batch from ``episodes`` recorded shifts,
     against the same run without them, all after a warm-up of one batch (the least the data
@@ -340,7 +344,9 @@ def bench_demos(
     them, and ``skip_baseline`` leaves out the arm without demonstrations (to add arms to a
     table measured before). The critic LayerNorm arms run on the state task only.
     ``overrides`` (CLI arguments, e.g. ``--model.init_args.augment_shift=4``) go to every arm
-    and into its name; ``updates_per_step`` replaces the config's update-to-data ratio (RLPD
+    and into its name, ``demo_overrides`` to the arms with demonstrations only (a setting
+    the recipe with demonstrations needs, measured against the config without them);
+    ``updates_per_step`` replaces the config's update-to-data ratio (RLPD
     takes many updates per env step) with the budget still counted in env steps.
     """
     from v2p.record import record
@@ -363,7 +369,7 @@ def bench_demos(
             folder = Path(data_root) / policy
             record(str(folder), episodes=episodes, policy=policy, seed=99, progress=False)
             folders[policy] = folder
-        arms = demo_arms(folders, config, skip_baseline)
+        arms = demo_arms(folders, config, skip_baseline, demo_overrides)
         for name, arm in arms.items():
             curves = []
             for seed in seeds:
@@ -499,6 +505,14 @@ def main() -> None:
         default=["optimal", "random"],
         help="demos: the recorded datasets (none: the arm without demonstrations only)",
     )
+    parser.add_argument(
+        "--demo-override",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="demos: a CLI override for the arms with demonstrations only, given with '=' "
+        "(--demo-override=--model.init_args.unit_head_inputs=true); repeatable",
+    )
     args, overrides = parser.parse_known_args()
     if args.task == "state":
         steps = args.steps or 20_000
@@ -516,6 +530,7 @@ def main() -> None:
             args.skip_baseline,
             overrides,
             args.updates_per_step,
+            args.demo_override,
         )
     elif args.task == "video":
         if args.steps is not None:

@@ -73,9 +73,11 @@ BENCHES: tuple[Bench, ...] = (
     Bench(
         "learn_demos_video",
         ("learn.py", "--task", "demos", "--demo-task", "video", "--seeds", "0", "1", "2",
-         "--steps", "12000", "--eval-every", "2000", "--datasets", "optimal"),
+         "--steps", "12000", "--eval-every", "500", "--datasets", "optimal", "random",
+         "--demo-override=--model.init_args.unit_head_inputs=true"),
         ("learn.py", "--task", "demos", "--demo-task", "video", "--seeds", "0", "--steps",
-         "2000", "--eval-every", "1000", "--episodes", "2"),
+         "2000", "--eval-every", "1000", "--episodes", "2",
+         "--demo-override=--model.init_args.unit_head_inputs=true"),
     ),
     Bench(
         "learn_constrained",

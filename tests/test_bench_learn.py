@@ -52,3 +52,16 @@ def test_the_demonstration_benchmark_runs_an_arm_per_dataset():
     ]
     state = demo_arms({"optimal": folders["optimal"]}, STATE_CONFIG, skip_baseline=True)
     assert "no demonstrations" not in state and len(state) == 3  # and the LayerNorm arms
+
+
+def test_demo_only_overrides_reach_the_arms_with_demonstrations_and_their_names():
+    folders = {"optimal": Path("/data/optimal")}
+    unit = "--model.init_args.unit_head_inputs=true"
+    arms = demo_arms(folders, VIDEO_CONFIG, demo_overrides=[unit])
+    assert arms == {
+        "no demonstrations": [],
+        f"optimal demonstrations, demo_share 0.5 {unit}": [
+            '--data.init_args.demonstrations=[{"name": "optimal", "path": "/data/optimal"}]',
+            unit,
+        ],
+    }

@@ -123,6 +123,8 @@ class SACModule(L.LightningModule):
         unit_head_inputs: the actor and critics read the latent at unit norm and the critics
             read actions in ``[-1, 1]`` (:class:`~v2p.models.components.TwinCritic` says why);
             off by default so that checkpoints trained without it load as they were trained.
+            Needed with demonstrations from pixels: without it the critics barely read the
+            action there and the policy ends careless (docs/benchmarks.md, issue 21).
         critic_layer_norm: LayerNorm in the critics' hidden layers, as RLPD uses with
             demonstrations (``data.demonstrations``) to keep the critics from extrapolating
             to actions the demonstrations never took.
