@@ -3,6 +3,7 @@ from the frames, how good are the labels it gives an action-free recording, and 
 learn from them as from the true actions?
 
     python bench/idm.py --epochs 5
+    python bench/idm.py --epochs 20 --env v2p/DishwashingPhysics-v0   # step 1 only
 
 1. Record ``--episodes`` shifts of ``v2p/DishwashingVideo-v0`` with uniform random actions
    (``v2p record``: the labelled set) and train the IDM of ``configs/idm.yaml`` on them;
@@ -13,6 +14,9 @@ learn from them as from the true actions?
    with the true actions.
 3. SAC on the state task (``configs/dishwashing_state.yaml``, ``--steps`` env steps after one
    batch of warm-up) with the true-action and the IDM-labelled demonstrations, and without.
+
+``--env`` records step 1's shifts on another clip env (the physics env); steps 2 and 3 need
+the synthetic video's optimal policy and state task, so they run on the default env only.
 """
 
 from __future__ import annotations
@@ -29,13 +33,15 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench._common import progress  # noqa: E402
+from bench._common import progress, results_stream  # noqa: E402
 from bench.learn import HEADER, STATE_CONFIG, env_step_budget, run_v2p, summarise  # noqa: E402
 from v2p.data.steps import StepDataModule  # noqa: E402
 from v2p.envs import DishwashingParams, optimal_policy  # noqa: E402
 from v2p.label import label  # noqa: E402
 from v2p.models.idm import InverseDynamicsModule  # noqa: E402
 from v2p.record import record  # noqa: E402
+
+VIDEO_ENV = "v2p/DishwashingVideo-v0"
 
 
 def train_idm(recording: Path, epochs: int, seed: int, root: Path) -> tuple[Path, dict]:
@@ -78,16 +84,20 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2000, help="SAC env steps")
     parser.add_argument("--eval-every", type=int, default=100)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--env", default=VIDEO_ENV, help="the env of step 1's labelled shifts")
     args = parser.parse_args()
+    out = results_stream()  # PyBullet's connect messages go to stderr, not the results
     lines = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        record(str(root / "random"), episodes=args.episodes, seed=1, progress=False)
+        record(
+            str(root / "random"), env_id=args.env, episodes=args.episodes, seed=1, progress=False
+        )
         ckpt, metrics = train_idm(root / "random", args.epochs, 0, root)
         progress(f"IDM: {metrics}")
         lines += [
-            f"IDM trained {args.epochs} epochs on {args.episodes} random-action shifts; "
-            "held-out episodes:",
+            f"IDM trained {args.epochs} epochs on {args.episodes} random-action shifts of "
+            f"`{args.env}`; held-out episodes:",
             "",
             "| R^2 speed | R^2 care | mean abs error |",
             "|---:|---:|---:|",
@@ -95,6 +105,9 @@ def main() -> None:
             f"{metrics['val/mae']:.3f} |",
             "",
         ]
+        if args.env != VIDEO_ENV:  # steps 2 and 3 need the synthetic task's optimal policy
+            print("\n".join(lines), file=out)
+            return
         for name, keep in (("expert", True), ("expert_free", False)):
             record(
                 str(root / name),
@@ -145,7 +158,7 @@ def main() -> None:
                 curves.append(curve)
                 progress(f"{name} seed {seed}: {curve.expected_profit}")
             lines += summarise(name, curves, ceiling, args.steps)
-    print("\n".join(lines))
+    print("\n".join(lines), file=out)
 
 
 if __name__ == "__main__":

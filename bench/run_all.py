@@ -108,6 +108,11 @@ BENCHES: tuple[Bench, ...] = (
          "--seeds", "0"),
     ),
     Bench(
+        "idm_physics",
+        ("idm.py", "--epochs", "20", "--env", "v2p/DishwashingPhysics-v0"),
+        ("idm.py", "--episodes", "8", "--epochs", "1", "--env", "v2p/DishwashingPhysics-v0"),
+    ),
+    Bench(
         "frozen_replay",
         ("frozen_replay.py",),
         ("frozen_replay.py", "--archs", "simple3dcnn", "--updates", "20"),
