@@ -7,7 +7,8 @@ For each checkpoint of a policy on the synthetic video or state env, on the step
 recording (default: 20 shifts of the optimal policy, seed 99, the demonstrations of
 ``bench/learn.py --task demos``) and on 4 fresh optimal shifts (seed 7):
 
-- the deterministic policy's mean action per kind and the spread of its care;
+- the deterministic policy's mean action per kind and the spread of its care (the online
+  actor's, which the critics train: not a ``policy_average_decay`` average);
 - the critic's min(Q1, Q2) over care at the policy's speed, as Q(care) - Q(1), averaged
   over the kind's clips, against the true difference: the synthetic task's reward of a step
   depends on nothing but the kind and the action (the next kind is drawn afresh), so with
@@ -96,8 +97,8 @@ def report(checkpoint: Path, sets: dict[str, Path], params: DishwashingParams) -
         f"care {header} | true: the step reward's | policy care per quarter of the shift |",
         "|---|---|---:|---|---:|---|---|---|",
     ]
+    shape = tuple(model.hparams.observation_shape)
     for name, folder in sets.items():
-        shape = tuple(model.hparams.observation_shape)
         obs, kinds, shift_progress = observations_of(folder, len(params.dish_kinds), shape)
         actions, q = probe(model, obs)
         quarter = np.minimum((shift_progress * QUARTERS).astype(int), QUARTERS - 1)
