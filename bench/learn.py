@@ -309,15 +309,17 @@ def demo_arms(
     """The runs of :func:`bench_demos`: their names and CLI overrides, one per dataset in
     ``folders`` (policy -> recording) besides the run without demonstrations.
     ``demo_overrides`` go to the runs with demonstrations only, and into their names."""
+
+    def name(policy: str) -> str:
+        return " ".join([f"{policy} demonstrations, demo_share 0.5", *demo_overrides])
+
     arms = {} if skip_baseline else {"no demonstrations": []}
     for policy, folder in folders.items():
         demos = f'--data.init_args.demonstrations=[{{"name": "{policy}", "path": "{folder}"}}]'
-        name = " ".join([f"{policy} demonstrations, demo_share 0.5", *demo_overrides])
-        arms[name] = [demos, *demo_overrides]
+        arms[name(policy)] = [demos, *demo_overrides]
     if config == STATE_CONFIG and "optimal" in folders:  # RLPD's LayerNorm in the critics
         layer_norm = "--model.init_args.critic_layer_norm=true"
-        expert = " ".join(["optimal demonstrations, demo_share 0.5", *demo_overrides])
-        arms[f"{expert}, critic LayerNorm"] = [*arms[expert], layer_norm]
+        arms[f"{name('optimal')}, critic LayerNorm"] = [*arms[name("optimal")], layer_norm]
         arms["no demonstrations, critic LayerNorm"] = [layer_norm]
     return arms
 
