@@ -1,15 +1,23 @@
 """The declared step accounting: both envs report it, and their dynamics stay pinned.
 
-The digests pin every observation, reward, flag and info value of fixed-seed, fixed-action
+The pins hold every observation, reward, flag and info value of fixed-seed, fixed-action
 rollouts, as they were before the physics env shared the synthetic env's accounting
-(issue 16): a refactor of the envs must keep them (the same draws, in the same order). The
-physics digest also pins the PyBullet build; after a deliberate change of the dynamics or of
-pybullet, re-derive it with :func:`rollout_digest` and say why in the commit.
+(issue 16): a refactor of the envs must keep them (the same draws, in the same order).
+
+The synthetic env's rollout is stored (``data/synthetic_rollout.npz``) and compared value by
+value: integers, flags and dish kinds exactly, floats to a relative 1e-9, because numpy's
+float64 ``power`` (the error model's ``speed ** q_speed``) rounds differently by a few ulps on
+CPUs with AVX-512 and without; a bitwise digest made on one failed on the other with the env
+unchanged. Re-derive the file after a deliberate change of the dynamics with
+``python tests/envs/test_accounting.py`` and say why in the commit. The physics digest pins the
+PyBullet build as well (it agrees on both CPUs); re-derive it with :func:`rollout_digest`.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -19,45 +27,77 @@ import pytest
 import v2p  # noqa: F401  (registers the ids)
 from v2p.envs.accounting import ACCOUNTING_KEYS, StepAccounting, error_rates, read_accounting
 
-SYNTHETIC_DIGEST = "c66e5d1a7e2300f28ce3dd04a814034fbb91514a78580cc0182dc612fca6e695"
+SYNTHETIC_ROLLOUT = Path(__file__).parent / "data" / "synthetic_rollout.npz"
+SYNTHETIC_ARGS = ("v2p/Dishwashing-v0", 4, 130, 7)  # 130 steps: two 60-step shifts and autoresets
 # Re-derived for the 21 x 21 calibration table (issue 19): the info's p_err and expected_*
 # values changed with it; observations, rewards and counts are those of the earlier digest
 # (checked by hashing them alone, before and after).
-PHYSICS_DIGEST = "71bedb483c861ae7b87fa11b94f8c9ec8ee40cb062f7e1536afea1adb3a5735a"
+# Hashed again from the leaves on 2026-12-03, where the previous digest of the same rollout
+# (71bedb48...) held.
+PHYSICS_DIGEST = "5431e3b7d4301af1af69272a081efe95c5836cfdf632c38e0ddafd660300121c"
 
 
-def _feed(h: Any, value: Any) -> None:
+def _leaves(value: Any, path: str = "") -> Iterator[tuple[str, np.ndarray]]:
+    """Every value of a nested reset/step result as (path, array), in a fixed order."""
     if isinstance(value, dict):
         for key, item in value.items():
-            h.update(key.encode())
-            _feed(h, item)
+            yield from _leaves(item, f"{path}/{key}")
     elif isinstance(value, tuple | list):
-        for item in value:
-            _feed(h, item)
-    elif isinstance(value, np.ndarray) and value.dtype != object:
-        h.update(f"{value.dtype.str}{value.shape}".encode())
-        h.update(np.ascontiguousarray(value).tobytes())
-    elif isinstance(value, np.ndarray):  # final_obs: an object array of observations
-        _feed(h, list(value))
+        for i, item in enumerate(value):
+            yield from _leaves(item, f"{path}/{i}")
+    elif isinstance(value, np.ndarray) and value.dtype == object:  # final_obs
+        yield from _leaves(list(value), path)
     else:
-        h.update(f"{type(value).__name__}:{value!r}".encode())
+        yield path, np.asarray(value)
+
+
+def rollout_leaves(
+    env_id: str, num_envs: int, n_steps: int, seed: int, **kwargs: Any
+) -> list[tuple[str, np.ndarray]]:
+    """A vector env's reset and ``n_steps`` steps at seeded uniform actions, as leaves."""
+    rng = np.random.default_rng(seed)
+    envs = gym.make_vec(env_id, num_envs=num_envs, **kwargs)
+    leaves = list(_leaves(envs.reset(seed=seed), "reset"))
+    for t in range(n_steps):
+        action = rng.uniform(0, 1, (num_envs, 2)).astype(np.float32)
+        leaves += _leaves(envs.step(action), f"step {t}")
+    envs.close()
+    return leaves
 
 
 def rollout_digest(env_id: str, num_envs: int, n_steps: int, seed: int, **kwargs: Any) -> str:
-    """sha256 of a vector env's reset and ``n_steps`` steps at seeded uniform actions."""
+    """sha256 of :func:`rollout_leaves`: names, dtypes, shapes and bytes."""
     h = hashlib.sha256()
-    rng = np.random.default_rng(seed)
-    envs = gym.make_vec(env_id, num_envs=num_envs, **kwargs)
-    _feed(h, envs.reset(seed=seed))
-    for _ in range(n_steps):
-        _feed(h, envs.step(rng.uniform(0, 1, (num_envs, 2)).astype(np.float32)))
-    envs.close()
+    for path, array in rollout_leaves(env_id, num_envs, n_steps, seed, **kwargs):
+        h.update(f"{path}{array.dtype.str}{array.shape}".encode())
+        h.update(np.ascontiguousarray(array).tobytes())
     return h.hexdigest()
 
 
+def _split(leaves: list[tuple[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Leaves as a few arrays: names, dtypes and shapes, and every float and every other value
+    flattened in order (one array each, so the stored file stays small)."""
+    floats = [a.ravel() for _, a in leaves if np.issubdtype(a.dtype, np.floating)]
+    others = [a.ravel() for _, a in leaves if not np.issubdtype(a.dtype, np.floating)]
+    return {
+        "heads": np.array([f"{path} {a.dtype.str} {a.shape}" for path, a in leaves]),
+        "floats": np.concatenate(floats).astype(np.float64),
+        "others": np.concatenate(others).astype(np.int64),
+    }
+
+
+def save_synthetic_rollout() -> None:
+    SYNTHETIC_ROLLOUT.parent.mkdir(exist_ok=True)
+    np.savez_compressed(SYNTHETIC_ROLLOUT, **_split(rollout_leaves(*SYNTHETIC_ARGS)))
+
+
 def test_synthetic_dynamics_are_unchanged():
-    # 130 steps: two shifts of 60 steps and their same-step autoresets.
-    assert rollout_digest("v2p/Dishwashing-v0", 4, 130, 7) == SYNTHETIC_DIGEST
+    now = _split(rollout_leaves(*SYNTHETIC_ARGS))
+    with np.load(SYNTHETIC_ROLLOUT) as stored:
+        # The same values under the same names, dtypes and shapes, in the same order.
+        np.testing.assert_array_equal(now["heads"], stored["heads"])
+        np.testing.assert_array_equal(now["others"], stored["others"])
+        np.testing.assert_allclose(now["floats"], stored["floats"], rtol=1e-9, atol=0)
 
 
 def test_physics_dynamics_are_unchanged():
@@ -111,3 +151,8 @@ def test_sources_of_which_only_some_are_economic_are_read_site_by_site():
     economic, _ = read_accounting(info, 2, "the env")
     np.testing.assert_array_equal(economic, [True, False])
     np.testing.assert_array_equal(error_rates(info, 2, "the env"), [0.25, 0.0])
+
+
+if __name__ == "__main__":
+    save_synthetic_rollout()
+    print(f"wrote {SYNTHETIC_ROLLOUT}")
