@@ -22,7 +22,9 @@ any run:
 Ground truth per seed: the same run without each dataset (same seed); the dataset's actual
 value is the expected MPL at its owner's site (the deterministic policy over 16 shifts, as in
 ``bench/attribution.py``) with every dataset minus without it. Attributed: the heads' last
-measurement of the dataset's contribution (at its owner's sites, unclipped). A short budget,
+measurement of the dataset's contribution (at its owner's sites, unclipped), and what its owner is
+owed for it: the high-water mark of the measurements, clipped at 0 (``EconomicsCallback``, which
+credits it to the owner's shifts). A short budget,
 because the state task is learnt in about 1,000 env steps: data that speeds learning is only
 worth something while there is learning left to do.
 """
@@ -31,20 +33,31 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
+import torch
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench._common import progress  # noqa: E402
-from bench.attribution import graded_mix, site_envs, site_outcome, spearman, train  # noqa: E402
+from bench.attribution import (  # noqa: E402
+    CONFIG,
+    graded_mix,
+    site_envs,
+    site_outcome,
+    spearman,
+    train,
+)
 from v2p.data.recording import MANIFEST_NAME  # noqa: E402
 from v2p.envs import DISH_KINDS  # noqa: E402
+from v2p.models.attribution import AttributionSettings  # noqa: E402
 from v2p.record import record  # noqa: E402
 
 PLATFORM_MIX = {"plate": 0.5, "glass": 0.5}
@@ -110,60 +123,107 @@ def owner_mpl(model, owner: str) -> float:
     return site_outcome(model, site_envs(env_kwargs, 16, {}), list(DISH_KINDS))[0]
 
 
+def high_water(evaluations, source: int) -> float:
+    """What the owner of ``source`` is owed for it after these evaluations: the largest
+    measured contribution, clipped at 0 (as ``EconomicsCallback`` keeps it)."""
+    measured = [e.contributions[source] for e in evaluations]
+    return max([0.0, *(c for c in measured if not math.isnan(c))])
+
+
+def config_attribution() -> dict:
+    """The attribution settings of the sources config (``model.init_args.attribution``)."""
+    return dict(yaml.safe_load(CONFIG.read_text())["model"]["init_args"]["attribution"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--updates", type=int, default=2000)
     parser.add_argument("--episodes", type=int, default=20, help="shifts per dataset")
     parser.add_argument("--eval-every", type=int, default=250, help="updates per evaluation")
+    parser.add_argument(
+        "--heads-lr",
+        type=float,
+        nargs="*",
+        default=[],
+        help="also measure with the heads at these learning rates (attribution.lr); the "
+        "heads do not change the training, so every variant has the same ground truth",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads: the runs' figures change with it (rounding differences grow "
+        "over 2,000 updates), so the documented figures name the count they were made with",
+    )
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     names = list(DATASETS)
     source_names = [s["name"] for s in SOURCES] + names
+    settings = config_attribution()
+    # The config's heads first, then each learning-rate variant of them.
+    variants = {f"config (lr {settings.get('lr', AttributionSettings.lr):g})": True}
+    variants.update({f"lr {lr:g}": {**settings, "lr": lr} for lr in args.heads_lr})
     actual = {k: [] for k in names}
-    measured = {k: [] for k in names}
+    measured = {(v, k): [] for v in variants for k in names}
+    owed = {(v, k): [] for v in variants for k in names}
     with tempfile.TemporaryDirectory() as root:
         folders = record_datasets(Path(root) / "recordings", args.episodes)
 
-        def fit(datasets: list[str], seed: int, run: str):
+        def fit(datasets: list[str], seed: int, run: str, attribution):
             overrides = (
                 demonstrations(folders, datasets),
                 f"--data.init_args.updates_per_epoch={args.eval_every}",
             )
-            model, *_ = train(SOURCES, seed, args.updates, f"{root}/{run}", True, {}, overrides)
+            model, *_ = train(
+                SOURCES, seed, args.updates, f"{root}/{run}", attribution, {}, overrides
+            )
             return model
 
         for seed in args.seeds:
-            model = fit(names, seed, "all")
-            contributions = model.attribution.contributions
+            for i, (v, attribution) in enumerate(variants.items()):
+                model = fit(names, seed, f"all-{i}", attribution)
+                evaluations = model.attribution.evaluations
+                for k in names:
+                    measured[v, k].append(
+                        float(evaluations[-1].contributions[source_names.index(k)])
+                    )
+                    owed[v, k].append(high_water(evaluations, source_names.index(k)))
+            # Every variant's policy is the same (the heads' learning rate does not reach it),
+            # so one set of runs without each dataset is the ground truth of them all.
             with_all = {k: owner_mpl(model, DATASETS[k][0]) for k in names}
             for k in names:
-                measured[k].append(float(contributions[source_names.index(k)]))
-                without = fit([n for n in names if n != k], seed, f"without-{k}")
+                without = fit([n for n in names if n != k], seed, f"without-{k}", True)
                 actual[k].append(with_all[k] - owner_mpl(without, DATASETS[k][0]))
-                progress(
-                    f"seed {seed} {k}: actual {actual[k][-1]:+.2f}, measured {measured[k][-1]:+.2f}"
-                )
+                progress(f"seed {seed} {k}: actual {actual[k][-1]:+.2f}")
     print(
         f"{len(args.seeds)} seeds, {args.updates:,} updates (evaluated every {args.eval_every}), "
-        f"{args.episodes} shifts per dataset; ΔMPL at the owner's site [units/hr]"
+        f"{args.episodes} shifts per dataset, {args.threads} torch thread(s); ΔMPL at the "
+        "owner's site [units/hr]"
     )
     print()
     print(
-        "| dataset | owner | actual ΔMPL per seed | mean | measured by the heads per seed | mean |"
+        "| dataset | owner | heads | actual ΔMPL per seed | mean | measured by the heads per "
+        "seed | mean | owed (high-water, clipped at 0) per seed | mean |"
     )
-    print("|---|---|---|---:|---|---:|")
+    print("|---|---|---|---|---:|---|---:|---|---:|")
     for k in names:
-        a, m = actual[k], measured[k]
-        print(
-            f"| {k} | {DATASETS[k][0]} | {', '.join(f'{x:+.1f}' for x in a)} | "
-            f"{statistics.mean(a):+.1f} | {', '.join(f'{x:+.1f}' for x in m)} | "
-            f"{statistics.mean(m):+.1f} |"
-        )
-    pooled = spearman(
-        [x for k in names for x in actual[k]], [x for k in names for x in measured[k]]
-    )
+        for v in variants:
+            row = [f"| {k} | {DATASETS[k][0]} | {v} "]
+            for values in (actual[k], measured[v, k], owed[v, k]):
+                row.append(
+                    f"| {', '.join(f'{x:+.1f}' for x in values)} | {statistics.mean(values):+.1f} "
+                )
+            print("".join(row) + "|")
     print()
-    print(f"Spearman of measured against actual, pooled over datasets and seeds: {pooled:+.2f}")
+    pooled_actual = [x for k in names for x in actual[k]]
+    for v in variants:
+        for label, values in (("measured", measured), ("owed", owed)):
+            rho = spearman(pooled_actual, [x for k in names for x in values[v, k]])
+            print(
+                f"Spearman of {label} ({v}) against actual, pooled over datasets and seeds: "
+                f"{rho:+.2f}"
+            )
 
 
 if __name__ == "__main__":

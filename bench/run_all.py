@@ -143,7 +143,8 @@ BENCHES: tuple[Bench, ...] = (
     ),
     Bench(
         "demo_attribution",
-        ("demo_attribution.py", "--seeds", "0", "1", "2", "--updates", "2000"),
+        ("demo_attribution.py", "--seeds", "0", "1", "2", "--updates", "2000", "--heads-lr",
+         "0.0003"),
         ("demo_attribution.py", "--seeds", "0", "--updates", "300", "--episodes", "2",
          "--eval-every", "100"),
     ),
