@@ -5,10 +5,10 @@ rollouts, as they were before the physics env shared the synthetic env's account
 (issue 16): a refactor of the envs must keep them (the same draws, in the same order).
 
 The synthetic env's rollout is stored (``data/synthetic_rollout.npz``) and compared value by
-value: integers, flags and dish kinds exactly, floats to a relative 1e-9, because numpy's
-float64 ``power`` (the error model's ``speed ** q_speed``) rounds differently by a few ulps on
-CPUs with AVX-512 and without; a bitwise digest made on one failed on the other with the env
-unchanged. Re-derive the file after a deliberate change of the dynamics with
+value: integers, flags and dish kinds exactly, floats to a relative 1e-9. A bitwise digest made
+on a 2-core Intel Xeon failed on an AVX2-only AMD EPYC with the env code unchanged; the likely
+cause (not confirmed on the Xeon) is numpy's SIMD float math, which rounds by a few ulps
+differently with AVX-512 and without (the error model's ``speed ** q_speed``). Re-derive the file after a deliberate change of the dynamics with
 ``python tests/envs/test_accounting.py`` and say why in the commit. The physics digest pins the
 PyBullet build as well (it agrees on both CPUs); re-derive it with :func:`rollout_digest`.
 """
