@@ -8,9 +8,10 @@ The synthetic env's rollout is stored (``data/synthetic_rollout.npz``) and compa
 value: integers, flags and dish kinds exactly, floats to a relative 1e-9. A bitwise digest made
 on a 2-core Intel Xeon failed on an AVX2-only AMD EPYC with the env code unchanged; the likely
 cause (not confirmed on the Xeon) is numpy's SIMD float math, which rounds by a few ulps
-differently with AVX-512 and without (the error model's ``speed ** q_speed``). Re-derive the file after a deliberate change of the dynamics with
-``python tests/envs/test_accounting.py`` and say why in the commit. The physics digest pins the
-PyBullet build as well (it agrees on both CPUs); re-derive it with :func:`rollout_digest`.
+differently with AVX-512 and without (the error model's ``speed ** q_speed``). Re-derive the
+file after a deliberate change of the dynamics with ``python tests/envs/test_accounting.py``
+and say why in the commit. The physics digest pins the PyBullet build as well (it agrees on
+both CPUs); re-derive it with :func:`rollout_digest`.
 """
 
 from __future__ import annotations
