@@ -22,18 +22,17 @@ any run:
 Ground truth per seed: the same run without each dataset (same seed); the dataset's actual
 value is the expected MPL at its owner's site (the deterministic policy over 16 shifts, as in
 ``bench/attribution.py``) with every dataset minus without it. Attributed: the heads' last
-measurement of the dataset's contribution (at its owner's sites, unclipped), and what its owner is
-owed for it: the high-water mark of the measurements, clipped at 0 (``EconomicsCallback``, which
-credits it to the owner's shifts). A short budget,
-because the state task is learnt in about 1,000 env steps: data that speeds learning is only
-worth something while there is learning left to do.
+measurement of the dataset's contribution (at its owner's sites, unclipped), and what its owner
+is owed for it: the high-water mark of the measurements, clipped at 0, as ``EconomicsCallback``
+keeps it to credit the owner's shifts. A short budget, because the state task is learnt in
+about 1,000 env steps: data that speeds learning is only worth something while there is
+learning left to do.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import sys
 import tempfile
@@ -123,13 +122,6 @@ def owner_mpl(model, owner: str) -> float:
     return site_outcome(model, site_envs(env_kwargs, 16, {}), list(DISH_KINDS))[0]
 
 
-def high_water(evaluations, source: int) -> float:
-    """What the owner of ``source`` is owed for it after these evaluations: the largest
-    measured contribution, clipped at 0 (as ``EconomicsCallback`` keeps it)."""
-    measured = [e.contributions[source] for e in evaluations]
-    return max([0.0, *(c for c in measured if not math.isnan(c))])
-
-
 def config_attribution() -> dict:
     """The attribution settings of the sources config (``model.init_args.attribution``)."""
     return dict(yaml.safe_load(CONFIG.read_text())["model"]["init_args"]["attribution"])
@@ -175,25 +167,25 @@ def main() -> None:
                 demonstrations(folders, datasets),
                 f"--data.init_args.updates_per_epoch={args.eval_every}",
             )
-            model, *_ = train(
+            model, economics, *_ = train(
                 SOURCES, seed, args.updates, f"{root}/{run}", attribution, {}, overrides
             )
-            return model
+            return model, economics
 
         for seed in args.seeds:
             for i, (v, attribution) in enumerate(variants.items()):
-                model = fit(names, seed, f"all-{i}", attribution)
-                evaluations = model.attribution.evaluations
+                model, economics = fit(names, seed, f"all-{i}", attribution)
+                last = model.attribution.evaluations[-1].contributions
+                # What the callback keeps to credit each owner: the high-water marks.
+                high_water = economics.state_dict()["ranks"][0]["high_water"]
                 for k in names:
-                    measured[v, k].append(
-                        float(evaluations[-1].contributions[source_names.index(k)])
-                    )
-                    owed[v, k].append(high_water(evaluations, source_names.index(k)))
+                    measured[v, k].append(float(last[source_names.index(k)]))
+                    owed[v, k].append(float(high_water[source_names.index(k)]))
             # Every variant's policy is the same (the heads' learning rate does not reach it),
             # so one set of runs without each dataset is the ground truth of them all.
             with_all = {k: owner_mpl(model, DATASETS[k][0]) for k in names}
             for k in names:
-                without = fit([n for n in names if n != k], seed, f"without-{k}", True)
+                without, _ = fit([n for n in names if n != k], seed, f"without-{k}", True)
                 actual[k].append(with_all[k] - owner_mpl(without, DATASETS[k][0]))
                 progress(f"seed {seed} {k}: actual {actual[k][-1]:+.2f}")
     print(
