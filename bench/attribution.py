@@ -1,6 +1,6 @@
 """Are customers credited with the productivity their data actually adds? Graded true values.
 
-    python bench/attribution.py --seeds 0 1 2 --updates 6000
+    python bench/attribution.py --seeds 0 1 2 --updates 6000 [--heads-lr 0.0003]
 
 SAC on the state task (``configs/dishwashing_sources.yaml``'s model and callback) over a dish
 catalogue of seven kinds. The platform's two sites wash plates and glasses; each customer's
@@ -28,7 +28,9 @@ ledger credited (the sum of ``delta_mpl_cust`` over k's shifts: the high-water m
 A second run with every source measures the same by first-order gradient attribution
 (``attribution.method=gradient``, ``v2p/models/tracin.py``) in every variant: the site
 objective's critic (TD) term, its actor term or both, each raw and cosine. The policy trains
-identically with either method, so the leave-one-out runs serve both.
+identically with either method, so the leave-one-out runs serve both. ``--heads-lr`` adds,
+per seed and rate, a run with every source whose heads learn at that rate
+(``attribution.lr``): the heads do not reach the policy, so it shares the ground truth.
 
 Reported: Spearman correlations (torchmetrics) within each seed and pooled, sign agreement
 (values within ``--zero-band`` units/hr of 0 count as 0), the duplicate's and the corrupted
@@ -51,6 +53,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import torch
+import yaml
 from torchmetrics.functional import spearman_corrcoef
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,6 +63,7 @@ from bench._common import progress  # noqa: E402
 from v2p.callbacks import EconomicsCallback  # noqa: E402
 from v2p.cli import main as cli_main  # noqa: E402
 from v2p.envs import DISH_KINDS, DishKind, DishwashingVectorEnv  # noqa: E402
+from v2p.models.attribution import AttributionSettings  # noqa: E402
 from v2p.models.tracin import VARIANTS  # noqa: E402
 
 CONFIG = ROOT / "configs" / "dishwashing_sources.yaml"
@@ -195,6 +199,17 @@ def train(
     return cli.model, economics, Path(cli.trainer.log_dir), seconds
 
 
+def config_attribution() -> dict:
+    """The attribution settings of the sources config (``model.init_args.attribution``)."""
+    return dict(yaml.safe_load(CONFIG.read_text())["model"]["init_args"]["attribution"])
+
+
+def config_heads_lr() -> str:
+    """The heads' learning rate of the sources config, as the benchmark's text names it."""
+    lr = AttributionSettings.of(config_attribution()).lr
+    return "None (the policy's critic_lr)" if lr is None else f"{lr:g}"
+
+
 def credited(ledger: Path) -> dict[str, float]:
     """Each customer's sum of ``delta_mpl_cust`` over its shifts in a ledger."""
     totals = dict.fromkeys(CUSTOMERS, 0.0)
@@ -234,6 +249,15 @@ def main() -> None:
     parser.add_argument("--zero-band", type=float, default=1.0)
     parser.add_argument("--overhead", action="store_true", help="time the sources config too")
     parser.add_argument("--every", type=int, default=10, help="gradient attribution's sampling")
+    parser.add_argument(
+        "--heads-lr",
+        type=float,
+        nargs="*",
+        default=[],
+        help="also run the heads at these learning rates (attribution.lr), one more run with "
+        "every source per seed and rate; the heads do not reach the policy, so the ground "
+        "truth is shared",
+    )
     args = parser.parse_args()
     register_corrupted_env()
     site = {s["name"]: s["env_kwargs"] for s in SOURCES}
@@ -243,6 +267,7 @@ def main() -> None:
     measured = {k: [] for k in CUSTOMERS}  # the heads' last contribution, unclipped
     credit = {k: [] for k in CUSTOMERS}  # the ledger's sum of delta_mpl_cust
     gradient = {v: {k: [] for k in CUSTOMERS} for v in VARIANTS}  # last, unclipped
+    heads = {lr: ({k: [] for k in CUSTOMERS}, {k: [] for k in CUSTOMERS}) for lr in args.heads_lr}
     quote_rho: list[float] = []
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as root:
@@ -253,6 +278,14 @@ def main() -> None:
             for k, value in credited(log_dir / "economics.csv").items():
                 credit[k].append(value)
                 measured[k].append(contributions[names.index(k)])
+            for lr, (measured_lr, credit_lr) in heads.items():
+                settings = {**config_attribution(), "lr": lr}
+                model_lr, _, log_dir_lr, _ = train(
+                    SOURCES, seed, args.updates, f"{root}/heads-lr-{lr:g}", settings
+                )
+                for k, value in credited(log_dir_lr / "economics.csv").items():
+                    credit_lr[k].append(value)
+                    measured_lr[k].append(model_lr.attribution.contributions[names.index(k)])
             settings = {"method": "gradient", "every": args.every}
             model_g, *_ = train(SOURCES, seed, args.updates, f"{root}/gradient", settings)
             for variant, values in model_g.attribution.variants.items():
@@ -277,6 +310,7 @@ def main() -> None:
         measured,
         credit,
         gradient,
+        heads,
         quote_rho,
         overhead,
         time.perf_counter() - start,
@@ -299,13 +333,14 @@ def measure_overhead(updates: int, root: str, every: int) -> dict[str, float]:
 
 
 def print_results(
-    args, actual, measured, credit, gradient, quote_rho, overhead, seconds: float
+    args, actual, measured, credit, gradient, heads, quote_rho, overhead, seconds: float
 ) -> None:
     seeds = range(len(args.seeds))
-    runs = len(args.seeds) * (2 + len(CUSTOMERS)) + (3 if overhead else 0)
+    runs = len(args.seeds) * (2 + len(heads) + len(CUSTOMERS)) + (3 if overhead else 0)
     lines = [
         f"{len(args.seeds)} seeds x {args.updates:,} updates per run, {runs} runs in "
-        f"{seconds / 60:.0f} min.",
+        f"{seconds / 60:.0f} min. The config's heads: attribution.lr "
+        f"{config_heads_lr()}.",
         "",
         "| customer source | actual ΔMPL at its site, units/hr (mean; per seed) | "
         "measured contribution (mean; per seed) | credited Σ ΔMPL_cust (mean; per seed) |",
@@ -333,9 +368,25 @@ def print_results(
         lines.append(
             f"| {k} | " + " | ".join(cell(gradient[v][k], "+.1f") for v in VARIANTS) + " |"
         )
+    for lr, (measured_lr, credit_lr) in heads.items():
+        lines += [
+            "",
+            f"Heads at learning rate {lr:g} (attribution.lr; one more run with every source, "
+            "the same policy), units/hr (mean; per seed):",
+            "",
+            "| customer source | measured contribution | credited Σ ΔMPL_cust |",
+            "|---|---:|---:|",
+        ]
+        for k in CUSTOMERS:
+            lines.append(f"| {k} | {cell(measured_lr[k], '+.2f')} | {cell(credit_lr[k], '.2f')} |")
     methods = {
         "measured contribution": measured,
         "credit": credit,
+        **{
+            f"{what}, heads lr {lr:g}": values
+            for lr, pair in heads.items()
+            for what, values in zip(("measured contribution", "credit"), pair, strict=True)
+        },
         **{f"gradient {v}": gradient[v] for v in VARIANTS},
     }
     for label, attributed in methods.items():
@@ -374,7 +425,7 @@ def print_results(
     band = args.zero_band
     pairs = len(CUSTOMERS) * len(seeds)
     for label, attributed in methods.items():
-        if label == "credit":
+        if label.startswith("credit"):
             continue  # clipped at 0: its sign says nothing
         agree = sum(
             sign(attributed[k][i], band) == sign(actual[k][i], band)

@@ -40,14 +40,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench._common import progress  # noqa: E402
 from bench.attribution import (  # noqa: E402
-    CONFIG,
+    config_attribution,
     graded_mix,
     site_envs,
     site_outcome,
@@ -120,11 +119,6 @@ def owner_mpl(model, owner: str) -> float:
     """Expected MPL [units/hr] of the deterministic policy over 16 shifts of ``owner``'s site."""
     env_kwargs = next(s["env_kwargs"] for s in SOURCES if s["name"] == owner)
     return site_outcome(model, site_envs(env_kwargs, 16, {}), list(DISH_KINDS))[0]
-
-
-def config_attribution() -> dict:
-    """The attribution settings of the sources config (``model.init_args.attribution``)."""
-    return dict(yaml.safe_load(CONFIG.read_text())["model"]["init_args"]["attribution"])
 
 
 def main() -> None:
