@@ -206,8 +206,7 @@ def config_attribution() -> dict:
 
 def config_heads_lr() -> str:
     """The heads' learning rate of the sources config, as the benchmark's text names it."""
-    lr = AttributionSettings.of(config_attribution()).lr
-    return "None (the policy's critic_lr)" if lr is None else f"{lr:g}"
+    return f"{AttributionSettings.of(config_attribution()).lr:g}"
 
 
 def credited(ledger: Path) -> dict[str, float]:
@@ -441,6 +440,7 @@ def print_results(
     best = max(CUSTOMERS, key=lambda k: statistics.mean(actual[k]))
     for label, attributed in (
         ("credit", credit),
+        *((f"credit, heads lr {lr:g}", pair[1]) for lr, pair in heads.items()),
         *((f"gradient {v}", gradient[v]) for v in VARIANTS),
     ):
         clipped = {k: [max(0.0, v) for v in attributed[k]] for k in CUSTOMERS}

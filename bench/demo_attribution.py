@@ -47,6 +47,7 @@ sys.path.insert(0, str(ROOT))
 from bench._common import progress  # noqa: E402
 from bench.attribution import (  # noqa: E402
     config_attribution,
+    config_heads_lr,
     graded_mix,
     site_envs,
     site_outcome,
@@ -55,7 +56,6 @@ from bench.attribution import (  # noqa: E402
 )
 from v2p.data.recording import MANIFEST_NAME  # noqa: E402
 from v2p.envs import DISH_KINDS  # noqa: E402
-from v2p.models.attribution import AttributionSettings  # noqa: E402
 from v2p.record import record  # noqa: E402
 
 PLATFORM_MIX = {"plate": 0.5, "glass": 0.5}
@@ -148,7 +148,7 @@ def main() -> None:
     source_names = [s["name"] for s in SOURCES] + names
     settings = config_attribution()
     # The config's heads first, then each learning-rate variant of them.
-    variants = {f"config (lr {settings.get('lr', AttributionSettings.lr):g})": True}
+    variants = {f"config (lr {config_heads_lr()})": True}
     variants.update({f"lr {lr:g}": {**settings, "lr": lr} for lr in args.heads_lr})
     actual = {k: [] for k in names}
     measured = {(v, k): [] for v in variants for k in names}
