@@ -203,14 +203,14 @@ def pretrain(
 def score(encoder, scored: list[np.ndarray], seen: list[np.ndarray], clip_len: int) -> dict:
     """The table's measures of one encoder on one fold: means over the fold's videos, and the
     after-the-anchor ones per video."""
-    per_video = {
-        measure: [retrieval(encoder, f, clip_len, True, jitter)[0] for f in scored]
-        for measure, jitter in (("later", False), ("jittered", True))
-    }
+    later, jittered = (
+        [retrieval(encoder, f, clip_len, True, jitter) for f in scored] for jitter in (False, True)
+    )
+    per_video = {"later": [hit for hit, _ in later], "jittered": [hit for hit, _ in jittered]}
     return {
         "overlap": mean_retrieval(encoder, scored, clip_len, False, False),
         **{measure: float(np.mean(values)) for measure, values in per_video.items()},
-        "chance": float(np.mean([retrieval(raw_pixels, f, clip_len, True)[1] for f in scored])),
+        "chance": float(np.mean([chance for _, chance in later])),
         "trained_on": mean_retrieval(encoder, seen, clip_len, True, False),
         "per_video": per_video,
     }
