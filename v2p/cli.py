@@ -13,6 +13,7 @@ import sys
 
 import lightning as L
 import yaml
+from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
@@ -81,7 +82,13 @@ class V2PCLI(LightningCLI):
             return
         class_path = saved.pop("_class_path", None)
         given = config.get("model")
-        given_args = dict(given.get("init_args") or {}) if given is not None else {}
+        init_args = given.get("init_args") if given is not None else None
+        # as_dict, not dict(): dict() of a Namespace flattens a settings object's fields into
+        # dotted keys ("attribution.lr"), which no saved name matches, so a change to them was
+        # never compared and the checkpoint's value silently won.
+        if isinstance(init_args, Namespace):
+            init_args = init_args.as_dict()
+        given_args = dict(init_args or {})
         if class_path is None or (given is not None and given.get("class_path") != class_path):
             given_args = {}  # another model's arguments: nothing to compare
         changed = {

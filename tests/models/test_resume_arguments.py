@@ -63,3 +63,21 @@ def test_a_corrupt_checkpoint_given_to_the_cli_is_named(tmp_path, checkpoint):
     corrupt.write_bytes(checkpoint.read_bytes()[:1000])
     with pytest.raises(ValueError, match=r"cut\.ckpt' is corrupt or not a V2P checkpoint"):
         fit(tmp_path, 30, f"--ckpt_path={corrupt}")
+
+
+def test_a_changed_settings_object_on_resume_is_refused_not_silently_replaced(tmp_path):
+    """The attribution settings are one argument of nested fields: a changed field is compared
+    (it used to be flattened to "attribution.lr", matched no saved name, and lost)."""
+    config = f"--config={REPO / 'configs' / 'dishwashing_sources.yaml'}"
+    args = ["fit", config, *(a for a in SHRUNK if "num_envs" not in a)]
+    main([*args, f"--trainer.default_root_dir={tmp_path / 'first'}", "--trainer.max_steps=10"])
+    checkpoint = next((tmp_path / "first").rglob("last.ckpt"))
+    resume = [
+        *args,
+        f"--trainer.default_root_dir={tmp_path / 'second'}",
+        f"--ckpt_path={checkpoint}",
+    ]
+    with pytest.raises(ValueError, match=r"attribution \(checkpoint .*'lr': 0\.001.*'lr': 0\.0005"):
+        main([*resume, "--trainer.max_steps=20", "--model.init_args.attribution.lr=0.0005"])
+    cli = main([*resume, "--trainer.max_steps=20"])  # unchanged: resumes
+    assert cli.trainer.global_step == 20
