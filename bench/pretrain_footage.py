@@ -239,7 +239,7 @@ def main() -> None:
     model_args, data_args = config_args()
     clip_len, size = data_args["clip_len"], data_args["frame_size"]
     # The time split keeps one objective: the old one's shortcut is shown by the video split.
-    objectives = [("same-video negatives", 16)]
+    objectives = [("same-video negatives", model_args["time_negatives_after"])]
     if args.split == "videos":
         objectives.insert(0, ("videos only (old)", None))
     results: dict[tuple[str, str], list[dict]] = {}  # (fold, encoder): one score per seed
