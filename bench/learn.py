@@ -272,10 +272,16 @@ HEADER = [
 
 
 def bench_state(
-    seeds: list[int], steps: int, with_sb3: bool, eval_every: int, overrides: Sequence[str] = ()
+    seeds: list[int],
+    steps: int,
+    with_sb3: bool,
+    eval_every: int,
+    overrides: Sequence[str] = (),
+    updates_per_step: int | None = None,
 ) -> list[str]:
-    """V2P on configs/dishwashing_state.yaml (with CLI ``overrides``), then SB3 on the same
-    seeds."""
+    """V2P on configs/dishwashing_state.yaml (with CLI ``overrides``, and ``updates_per_step``
+    updates per batched env step instead of the config's), then SB3 on the same seeds (one
+    update per env step, whatever V2P's ratio)."""
     ceiling = optimal_policy(DishwashingParams()).profit
     lines = [
         f"Ceiling (optimal_policy, default mix): {ceiling:.2f} $/hr; budget {steps:,} env steps.",
@@ -285,11 +291,12 @@ def bench_state(
     curves = []
     for seed in seeds:
         with tempfile.TemporaryDirectory() as root:
-            budget = env_step_budget(STATE_CONFIG, steps, eval_every)
+            budget = env_step_budget(STATE_CONFIG, steps, eval_every, None, updates_per_step)
             curve, _ = run_v2p(STATE_CONFIG, [*budget, *overrides], seed, root)
         curves.append(curve)
         progress(f"v2p seed {seed}: {curve.expected_profit}")
-    name = " ".join([f"V2P SACModule, {STATE_CONFIG}", *overrides])
+    ratio = [] if updates_per_step is None else [f"updates_per_step {updates_per_step}"]
+    name = " ".join([f"V2P SACModule, {STATE_CONFIG}", *ratio, *overrides])
     lines += summarise(name, curves, ceiling, steps)
     if with_sb3:
         sb3 = []
@@ -498,7 +505,10 @@ def main() -> None:
     parser.add_argument("--demo-task", choices=["state", "video"], default="state")
     parser.add_argument("--skip-baseline", action="store_true", help="demos: no demo-free arm")
     parser.add_argument(
-        "--updates-per-step", type=int, default=None, help="demos: updates per batched env step"
+        "--updates-per-step",
+        type=int,
+        default=None,
+        help="state, demos: updates per batched env step (default: the config's)",
     )
     parser.add_argument(
         "--datasets",
@@ -518,7 +528,9 @@ def main() -> None:
     args, overrides = parser.parse_known_args()
     if args.task == "state":
         steps = args.steps or 20_000
-        lines = bench_state(args.seeds, steps, not args.no_sb3, args.eval_every, overrides)
+        lines = bench_state(
+            args.seeds, steps, not args.no_sb3, args.eval_every, overrides, args.updates_per_step
+        )
     elif args.task == "demos":
         config = VIDEO_CONFIG if args.demo_task == "video" else STATE_CONFIG
         steps = args.steps or (16_000 if args.demo_task == "video" else 2_000)

@@ -3,6 +3,7 @@ outcomes given the actions (issue 20's next step, measured before it is built).
 
     python bench/novelty_outcomes.py --seeds 0 1 2                      # bench/novelty.py's encoder
     python bench/novelty_outcomes.py --seeds 0 1 2 --encoder-ckpt PATH  # any pretraining/SAC ckpt
+    python bench/novelty_outcomes.py --oracle                           # the bound, no encoder
 
 ``bench/novelty.py`` scores a shift by the mean of its transitions' scores, and its diffusion
 model over transitions misses both dynamics shifts (the outcome is 2 of 134 numbers). This
@@ -23,6 +24,15 @@ Two outcomes: what a transition carries today (the step's reward and error rate,
 ``v2p.models.novelty_features``), and the step's counts (attempts and errors, from the env's
 ``info``; the replay does not store them). Per-episode AUROC (torchmetrics) of held-out
 default-task shifts against each shifted task's, mean ± std over seeds.
+
+``--oracle`` prints another table instead, in seconds: a bound on what any test of one
+shift's outcomes can reach: an oracle that knows the training task's model exactly (each
+step's expected attempts and error probability at its kind and action, section 2) scores a
+shift by the Poisson and binomial score statistics of its total attempts and errors. No
+learned model of the outcome knows more, so for a test that does not know the shift's
+direction (the novelty's case) its two-sided rows are the ceiling. Simulated without
+rendering (the task model's counts do not depend on the camera), many shifts per task, so
+the figures are exact to about 0.005; the lighting shifts are the default task there.
 """
 
 from __future__ import annotations
@@ -48,7 +58,9 @@ from bench.novelty import (  # noqa: E402
     episode_sets,
     frozen_encoder,
 )
-from v2p.envs import DishwashingVideoVectorEnv  # noqa: E402
+from v2p.envs import DishwashingParams, DishwashingVideoVectorEnv  # noqa: E402
+from v2p.envs.dynamics import ShiftSimulator, expected_outcome  # noqa: E402
+from v2p.models.outcome_test import wilson_hilferty  # noqa: E402
 
 # outcome name -> (its columns, the step's values from (reward, info))
 OUTCOMES = {
@@ -145,11 +157,80 @@ def run_seed(encoder: nn.Module, seed: int, args: argparse.Namespace) -> dict:
     return results
 
 
+def oracle_statistics(task: dict, shifts: int, seed: int) -> torch.Tensor:
+    """(shifts, 3): each random-action shift's score statistics under the default task's
+    model, of its total attempts (Poisson) and of its total errors given its attempts
+    (binomial): standard normal under the default task, up to the counts' discreteness; and
+    a standard normal draw, what a test of the looks reads on a shift it cannot see."""
+    dynamics = {k: v for k, v in task.items() if k != "lighting"}  # the camera is not counted
+    sim, default = ShiftSimulator(DishwashingParams(**dynamics), shifts), DishwashingParams()
+    rng = np.random.default_rng(seed)
+    sim.reset(rng)
+    sums = np.zeros((4, shifts))  # attempts, their expectation, errors, their expectation
+    variance = np.zeros(shifts)  # of the errors given the attempts
+    for _ in range(sim.params.steps - 1):  # the steps the tables above cover
+        speed, care = rng.uniform(0.0, 1.0, (2, shifts))
+        expected = expected_outcome(default, sim.kind, speed, care)
+        outcome = sim.step(np.stack([speed, care], 1), rng)
+        sums += [
+            outcome.attempts,
+            expected.attempts * default.step_hours,
+            outcome.errors,
+            outcome.attempts * expected.p_err,
+        ]
+        variance += outcome.attempts * expected.p_err * (1.0 - expected.p_err)
+    z_attempts = (sums[0] - sums[1]) / np.sqrt(sums[1])
+    z_errors = (sums[2] - sums[3]) / np.sqrt(np.maximum(variance, 1e-12))
+    looks = rng.standard_normal(shifts)
+    return torch.from_numpy(np.stack([z_attempts, z_errors, looks], 1))
+
+
+ORACLE_SCORES = {
+    "z of attempts (one-sided, the shift's direction known)": lambda z: z[:, 0],
+    "abs(z) of attempts (two-sided)": lambda z: z[:, 0].abs(),
+    "z of errors (one-sided)": lambda z: z[:, 1],
+    "abs(z) of errors (two-sided)": lambda z: z[:, 1].abs(),
+    "sum of squared z of both (two-sided)": lambda z: z[:, :2].pow(2).sum(1),
+    # The shape of LatentDiffusionNovelty.episode_scores: the larger of the outcome test's z
+    # and the looks' z, so one score catches both kinds of shift.
+    "the larger of the last (as a z) and a looks test's z": lambda z: torch.maximum(
+        wilson_hilferty(z[:, :2].pow(2).sum(1), 2), z[:, 2]
+    ),
+}
+
+
+def oracle_table(shifts: int, seed: int) -> list[str]:
+    """Markdown lines: per-shift AUROC of :func:`oracle_statistics`' scores."""
+    inliers = oracle_statistics({}, shifts, seed)
+    outliers = {
+        name: oracle_statistics(task, shifts, seed + 1 + i)
+        for i, (name, (_, task)) in enumerate(SHIFTS.items())
+    }
+    lines = [
+        f"oracle: the default task's own model, {shifts:,} random-action shifts per task; "
+        "per-episode AUROC",
+        "",
+        "| score | " + " | ".join(SHIFTS) + " |",
+        "|---|" + "---:|" * len(SHIFTS),
+    ]
+    for score, of in ORACLE_SCORES.items():
+        cells = [f"{auroc(of(inliers), of(z)):.3f}" for z in outliers.values()]
+        lines.append(f"| {score} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_episode_arguments(parser)
     parser.add_argument("--steps", type=int, default=2000, help="regression updates")
+    parser.add_argument("--oracle-shifts", type=int, default=4000, help="shifts per task")
+    parser.add_argument(
+        "--oracle", action="store_true", help="the oracle's table instead (first seed)"
+    )
     args = parser.parse_args()
+    if args.oracle:
+        print("\n".join(oracle_table(args.oracle_shifts, args.seeds[0])))
+        return
     ckpt, encoder = frozen_encoder(args)
     per_seed = [run_seed(encoder, seed, args) for seed in args.seeds]
     print(f"encoder: {ckpt}; {len(args.seeds)} seeds; per-episode AUROC, mean ± std over seeds")

@@ -138,6 +138,11 @@ BENCHES: tuple[Bench, ...] = (
          "--steps", "200"),
     ),
     Bench(
+        "novelty_oracle",
+        ("novelty_outcomes.py", "--oracle"),
+        ("novelty_outcomes.py", "--oracle", "--oracle-shifts", "500"),
+    ),
+    Bench(
         "attribution",
         ("attribution.py", "--seeds", "0", "1", "2", "--updates", "5000", "--overhead",
          "--heads-lr", "0.0003"),
