@@ -28,7 +28,7 @@ score of an episode for the baselines), mean and sample std over seeds. Shifts: 
 scene (lighting 0.7) and much more fragile dishes (k_err x5); near = a 20% faster line
 (base_rate 2.0 -> 2.4) and a 10% dimmer scene. Targets (issue 20): per-episode AUROC of the
 model's episode score on transitions >= 0.95 on the far shifts and >= 0.80 on the near ones,
-and above kNN and Mahalanobis on the same transitions.
+and on the dynamics shifts above kNN and Mahalanobis on the same transitions.
 """
 
 from __future__ import annotations
@@ -271,8 +271,10 @@ def run_seed(encoder: torch.nn.Module, seed: int, args: argparse.Namespace) -> d
 
 
 def table(per_seed: list[dict]) -> list[str]:
-    """Mean ± std over seeds. "met": the model's per-episode AUROC on transitions (its episode
-    score) reaches the shift's target and beats kNN and Mahalanobis on the same transitions."""
+    """Mean ± std over seeds. "met" (issue 20's targets): the model's per-episode AUROC on
+    transitions (its episode score) reaches the shift's target, and on a dynamics shift also
+    beats kNN and Mahalanobis on the same transitions (a lighting shift needs the level only:
+    "the lighting shifts still at least 0.95 / 0.80")."""
     lines = [
         "| shift | kind | method | AUROC per clip or step | AUROC per episode | target | met |",
         "|---|---|---|---:|---:|---:|---|",
@@ -282,7 +284,8 @@ def table(per_seed: list[dict]) -> list[str]:
     def mean(method: str, name: str, unit: str) -> float:
         return statistics.mean(r[method][(name, unit)] for r in per_seed)
 
-    for name, (kind, _) in SHIFTS.items():
+    for name, (kind, task) in SHIFTS.items():
+        dynamics = "lighting" not in task
         ours = "diffusion + outcome test (ours), transitions"
         baselines = [
             mean(m, name, "episode")
@@ -298,7 +301,8 @@ def table(per_seed: list[dict]) -> list[str]:
             met, target = "", ""
             if method == ours:
                 episode = mean(method, name, "episode")
-                met = "yes" if episode >= TARGETS[kind] and episode >= max(baselines) else "no"
+                beats = episode >= max(baselines) or not dynamics
+                met = "yes" if episode >= TARGETS[kind] and beats else "no"
                 target = f"{TARGETS[kind]:.2f}"
             lines.append(
                 f"| {name} | {kind} | {method} | {cells[0]} | {cells[1]} | {target} | {met} |"
