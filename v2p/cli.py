@@ -20,6 +20,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from v2p.checkpoint_file import read_checkpoint
 from v2p.data.checkpoint_io import ReplayCheckpointIO
+from v2p.precision import warn_if_bf16_is_emulated
 
 # Model arguments a resumed run may change: they set how the saved weights go on learning, not
 # what the weights are. Any other argument that differs from the checkpoint's is refused.
@@ -123,6 +124,7 @@ class V2PCLI(LightningCLI):
         # the user configured stays.
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
             trainer.strategy.checkpoint_io = ReplayCheckpointIO()
+        warn_if_bf16_is_emulated(trainer)
         return trainer
 
 
