@@ -26,13 +26,14 @@ Two outcomes: what a transition carries today (the step's reward and error rate,
 default-task shifts against each shifted task's, mean ± std over seeds.
 
 ``--oracle`` prints another table instead, in seconds: a bound on what any test of one
-shift's outcomes can reach: an oracle that knows the training task's model exactly (each
+shift's outcomes can reach. An oracle that knows the training task's model exactly (each
 step's expected attempts and error probability at its kind and action, section 2) scores a
-shift by the Poisson and binomial score statistics of its total attempts and errors. No
-learned model of the outcome knows more, so for a test that does not know the shift's
-direction (the novelty's case) its two-sided rows are the ceiling. Simulated without
-rendering (the task model's counts do not depend on the camera), many shifts per task, so
-the figures are exact to about 0.005; the lighting shifts are the default task there.
+shift by the Poisson and binomial score statistics of its total attempts and errors, at
+random actions and at the optimal policy's. No learned model of the outcome knows more, so
+for a test that does not know the shift's direction (the novelty's case) its two-sided rows
+are the ceiling. Simulated without rendering (the task model's counts do not depend on the
+camera), many shifts per task, so each figure is within about 0.01 (two standard errors);
+the lighting shifts are the default task there.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ from bench.novelty import (  # noqa: E402
     episode_sets,
     frozen_encoder,
 )
-from v2p.envs import DishwashingParams, DishwashingVideoVectorEnv  # noqa: E402
+from v2p.envs import DishwashingParams, DishwashingVideoVectorEnv, optimal_policy  # noqa: E402
 from v2p.envs.dynamics import ShiftSimulator, expected_outcome  # noqa: E402
 from v2p.models.outcome_test import wilson_hilferty  # noqa: E402
 
@@ -157,21 +158,28 @@ def run_seed(encoder: nn.Module, seed: int, args: argparse.Namespace) -> dict:
     return results
 
 
-def oracle_statistics(task: dict, shifts: int, seed: int) -> torch.Tensor:
-    """(shifts, 3): each random-action shift's score statistics under the default task's
-    model, of its total attempts (Poisson) and of its total errors given its attempts
-    (binomial): standard normal under the default task, up to the counts' discreteness; and
-    a standard normal draw, what a test of the looks reads on a shift it cannot see."""
+def oracle_statistics(task: dict, shifts: int, seed: int, actions: str = "random") -> torch.Tensor:
+    """(shifts, 3): each shift's score statistics under the default task's model, of its
+    total attempts (Poisson) and of its total errors given its attempts (binomial): standard
+    normal under the default task, up to the counts' discreteness; and a standard normal
+    draw, what a test of the looks reads on a shift it cannot see. ``actions``: ``random``
+    (uniform, as the tables above) or ``optimal`` (the default task's best action per kind,
+    what a trained robot does)."""
     dynamics = {k: v for k, v in task.items() if k != "lighting"}  # the camera is not counted
     sim, default = ShiftSimulator(DishwashingParams(**dynamics), shifts), DishwashingParams()
+    best = optimal_policy(default).actions
+    per_kind = np.array([best.get(kind.name, (0.0, 0.0)) for kind in default.dish_kinds])
     rng = np.random.default_rng(seed)
     sim.reset(rng)
     sums = np.zeros((4, shifts))  # attempts, their expectation, errors, their expectation
     variance = np.zeros(shifts)  # of the errors given the attempts
     for _ in range(sim.params.steps - 1):  # the steps the tables above cover
-        speed, care = rng.uniform(0.0, 1.0, (2, shifts))
-        expected = expected_outcome(default, sim.kind, speed, care)
-        outcome = sim.step(np.stack([speed, care], 1), rng)
+        if actions == "random":
+            action = rng.uniform(0.0, 1.0, (shifts, 2))
+        else:
+            action = per_kind[sim.kind]
+        expected = expected_outcome(default, sim.kind, action[:, 0], action[:, 1])
+        outcome = sim.step(action, rng)
         sums += [
             outcome.attempts,
             expected.attempts * default.step_hours,
@@ -185,6 +193,10 @@ def oracle_statistics(task: dict, shifts: int, seed: int) -> torch.Tensor:
     return torch.from_numpy(np.stack([z_attempts, z_errors, looks], 1))
 
 
+ORACLE_ACTIONS = {
+    "random": "uniform random (the tables above)",
+    "optimal": "the optimal policy's per kind",
+}
 ORACLE_SCORES = {
     "z of attempts (one-sided, the shift's direction known)": lambda z: z[:, 0],
     "abs(z) of attempts (two-sided)": lambda z: z[:, 0].abs(),
@@ -200,22 +212,24 @@ ORACLE_SCORES = {
 
 
 def oracle_table(shifts: int, seed: int) -> list[str]:
-    """Markdown lines: per-shift AUROC of :func:`oracle_statistics`' scores."""
-    inliers = oracle_statistics({}, shifts, seed)
-    outliers = {
-        name: oracle_statistics(task, shifts, seed + 1 + i)
-        for i, (name, (_, task)) in enumerate(SHIFTS.items())
-    }
+    """Markdown lines: per-shift AUROC of :func:`oracle_statistics`' scores, under either
+    actions."""
     lines = [
-        f"oracle: the default task's own model, {shifts:,} random-action shifts per task; "
+        f"oracle: the default task's own model, {shifts:,} shifts per task and actions; "
         "per-episode AUROC",
         "",
-        "| score | " + " | ".join(SHIFTS) + " |",
-        "|---|" + "---:|" * len(SHIFTS),
+        "| actions | score | " + " | ".join(SHIFTS) + " |",
+        "|---|---|" + "---:|" * len(SHIFTS),
     ]
-    for score, of in ORACLE_SCORES.items():
-        cells = [f"{auroc(of(inliers), of(z)):.3f}" for z in outliers.values()]
-        lines.append(f"| {score} | " + " | ".join(cells) + " |")
+    for actions, described in ORACLE_ACTIONS.items():
+        inliers = oracle_statistics({}, shifts, seed, actions)
+        outliers = [
+            oracle_statistics(task, shifts, seed + 1 + i, actions)
+            for i, (_, task) in enumerate(SHIFTS.values())
+        ]
+        for score, of in ORACLE_SCORES.items():
+            cells = [f"{auroc(of(inliers), of(z)):.3f}" for z in outliers]
+            lines.append(f"| {described} | {score} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -223,7 +237,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_episode_arguments(parser)
     parser.add_argument("--steps", type=int, default=2000, help="regression updates")
-    parser.add_argument("--oracle-shifts", type=int, default=4000, help="shifts per task")
+    parser.add_argument("--oracle-shifts", type=int, default=10_000, help="shifts per task")
     parser.add_argument(
         "--oracle", action="store_true", help="the oracle's table instead (first seed)"
     )

@@ -29,3 +29,15 @@ def test_a_faster_line_moves_the_attempts_and_fragile_dishes_move_the_errors():
     # Lighting is the camera's: the oracle counts the same task.
     lighting = oracle_statistics({"lighting": (0.7, 0.7, 0.7)}, 2000, seed=3).mean(0)
     assert lighting.abs().max() < 0.1
+
+
+def test_a_trained_robots_actions_show_more_of_the_line_and_less_of_the_dishes():
+    # At full speed a shift makes more attempts, so a faster line shows more; careful actions
+    # break few dishes, so fragile ones show less.
+    def mean_z(task, actions, seed):
+        return oracle_statistics(task, 2000, seed, actions).mean(0)
+
+    assert mean_z({"base_rate": 2.4}, "optimal", 4)[0] > mean_z({"base_rate": 2.4}, "random", 5)[0]
+    assert mean_z({"k_err": 0.6}, "optimal", 6)[1] < mean_z({"k_err": 0.6}, "random", 7)[1]
+    null = oracle_statistics({}, 4000, 8, "optimal")
+    assert null[:, :2].mean(0).abs().max() < 0.07 and (null[:, :2].std(0) - 1).abs().max() < 0.05
