@@ -158,6 +158,12 @@ def run_seed(encoder: nn.Module, seed: int, args: argparse.Namespace) -> dict:
     return results
 
 
+ORACLE_ACTIONS = {
+    "random": "uniform random (the tables above)",
+    "optimal": "the optimal policy's per kind",
+}
+
+
 def oracle_statistics(task: dict, shifts: int, seed: int, actions: str = "random") -> torch.Tensor:
     """(shifts, 3): each shift's score statistics under the default task's model, of its
     total attempts (Poisson) and of its total errors given its attempts (binomial): standard
@@ -165,10 +171,13 @@ def oracle_statistics(task: dict, shifts: int, seed: int, actions: str = "random
     draw, what a test of the looks reads on a shift it cannot see. ``actions``: ``random``
     (uniform, as the tables above) or ``optimal`` (the default task's best action per kind,
     what a trained robot does)."""
+    if actions not in ORACLE_ACTIONS:
+        raise ValueError(f"actions must be one of {list(ORACLE_ACTIONS)}, got {actions!r}")
     dynamics = {k: v for k, v in task.items() if k != "lighting"}  # the camera is not counted
     sim, default = ShiftSimulator(DishwashingParams(**dynamics), shifts), DishwashingParams()
-    best = optimal_policy(default).actions
-    per_kind = np.array([best.get(kind.name, (0.0, 0.0)) for kind in default.dish_kinds])
+    if actions == "optimal":  # kinds outside the mix are never drawn: any action stands in
+        best = optimal_policy(default).actions
+        per_kind = np.array([best.get(kind.name, (0.0, 0.0)) for kind in default.dish_kinds])
     rng = np.random.default_rng(seed)
     sim.reset(rng)
     sums = np.zeros((4, shifts))  # attempts, their expectation, errors, their expectation
@@ -193,10 +202,6 @@ def oracle_statistics(task: dict, shifts: int, seed: int, actions: str = "random
     return torch.from_numpy(np.stack([z_attempts, z_errors, looks], 1))
 
 
-ORACLE_ACTIONS = {
-    "random": "uniform random (the tables above)",
-    "optimal": "the optimal policy's per kind",
-}
 ORACLE_SCORES = {
     "z of attempts (one-sided, the shift's direction known)": lambda z: z[:, 0],
     "abs(z) of attempts (two-sided)": lambda z: z[:, 0].abs(),
